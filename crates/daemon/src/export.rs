@@ -1,0 +1,202 @@
+//! Placing outputs: atomically, verified, never half-written.
+//!
+//! Every output is first written to a temporary file beside it and renamed into place only
+//! when complete and (if asked) digest-checked, so a crash or error leaves no output at all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use odonata_proto::Digest;
+use odonata_source::HttpSource;
+use odonata_storage::TaskData;
+use odonata_transfer::Limiter;
+use tokio::sync::mpsc;
+use url::Url;
+
+use crate::api::{DownloadRequest, Event};
+use crate::engine::DownloadError;
+
+/// Refuses outputs that cannot be written, before any byte is fetched.
+pub(crate) fn check_output(output: &Path) -> Result<(), DownloadError> {
+    if !output.is_absolute() {
+        return Err(DownloadError::BadRequest(format!(
+            "output path '{}' must be absolute",
+            output.display()
+        )));
+    }
+    if output.is_dir() {
+        return Err(DownloadError::BadRequest(format!(
+            "output '{}' is a directory",
+            output.display()
+        )));
+    }
+    let dir = output.parent().unwrap_or(Path::new("/"));
+    if !dir.is_dir() {
+        return Err(DownloadError::BadRequest(format!(
+            "output directory '{}' does not exist",
+            dir.display()
+        )));
+    }
+    if output.file_name().is_none() {
+        return Err(DownloadError::BadRequest(format!(
+            "output '{}' names no file",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A temporary file beside `output`, removed on drop unless persisted.
+struct TempOut {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempOut {
+    fn new(output: &Path) -> Self {
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = output.with_file_name(format!(
+            ".{name}.odonata-tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        Self { path, keep: false }
+    }
+
+    fn persist(mut self, output: &Path) -> Result<(), DownloadError> {
+        fs::rename(&self.path, output).map_err(|e| {
+            DownloadError::Io(format!(
+                "moving output into place at {}: {e}",
+                output.display()
+            ))
+        })?;
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOut {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> DownloadError {
+    DownloadError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+/// Copies a complete task to `output` (reflinking where the file system can), after
+/// checking the whole-file digest when one is given. Returns the byte count.
+pub(crate) fn export(
+    data: &TaskData,
+    output: &Path,
+    digest: Option<&Digest>,
+) -> Result<u64, DownloadError> {
+    let len = data.layout().content_length.unwrap_or(0);
+    if let Some(want) = digest {
+        let mut h = want.hasher();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut off = 0u64;
+        while off < len {
+            let n = buf.len().min((len - off) as usize);
+            data.read_at(&mut buf[..n], off)
+                .map_err(|e| DownloadError::Io(e.to_string()))?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        let got = h.finish();
+        if &got != want {
+            return Err(DownloadError::Digest {
+                expected: want.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    let tmp = TempOut::new(output);
+    // std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS.
+    fs::copy(data.data_path(), &tmp.path).map_err(|e| io_err("writing", &tmp.path, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&tmp.path)
+        .map_err(|e| io_err("opening", &tmp.path, e))?;
+    f.set_len(len).map_err(|e| io_err("sizing", &tmp.path, e))?;
+    f.sync_all().map_err(|e| io_err("syncing", &tmp.path, e))?;
+    tmp.persist(output)?;
+    Ok(len)
+}
+
+/// Downloads straight from the source into `req.output` (the fallback path).
+pub(crate) async fn from_source(
+    source: &HttpSource,
+    url: &Url,
+    req: &DownloadRequest,
+    limits: &[Limiter],
+    events: &mpsc::Sender<Event>,
+    counter: &AtomicU64,
+) -> Result<u64, DownloadError> {
+    let mut resp =
+        source
+            .get(url, &req.headers, None)
+            .await
+            .map_err(|e| DownloadError::Source {
+                status: e.status(),
+                message: e.to_string(),
+            })?;
+    let total = resp.content_length;
+    let tmp = TempOut::new(&req.output);
+    let mut file = File::create(&tmp.path).map_err(|e| io_err("creating", &tmp.path, e))?;
+    let mut hasher = req.digest.as_ref().map(Digest::hasher);
+    let mut done = 0u64;
+    let mut last_event = std::time::Instant::now();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| DownloadError::Source {
+        status: None,
+        message: e.to_string(),
+    })? {
+        odonata_transfer::acquire(limits, chunk.len()).await;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        // Small synchronous writes into the page cache; not worth a thread hop each.
+        file.write_all(&chunk)
+            .map_err(|e| io_err("writing", &tmp.path, e))?;
+        done += chunk.len() as u64;
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if last_event.elapsed().as_millis() >= 250 {
+            last_event = std::time::Instant::now();
+            if events.send(Event::Progress { done, total }).await.is_err() {
+                return Err(DownloadError::Cancelled);
+            }
+        }
+    }
+    if let Some(t) = total.filter(|t| *t != done) {
+        return Err(DownloadError::Source {
+            status: None,
+            message: format!("source {url} sent {done} bytes but announced {t}"),
+        });
+    }
+    if let (Some(h), Some(want)) = (hasher, req.digest.as_ref()) {
+        let got = h.finish();
+        if &got != want {
+            return Err(DownloadError::Digest {
+                expected: want.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    file.sync_all()
+        .map_err(|e| io_err("syncing", &tmp.path, e))?;
+    drop(file);
+    let _ = events.send(Event::Progress { done, total }).await;
+    if events.is_closed() {
+        return Err(DownloadError::Cancelled);
+    }
+    tmp.persist(&req.output)?;
+    Ok(done)
+}

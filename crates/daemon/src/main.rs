@@ -1,0 +1,53 @@
+//! `dfdaemon`: parse flags, set up logging, bind, run until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use odonata_daemon::config::{Args, DaemonConfig};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = real_main().await {
+        eprintln!("dfdaemon: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = if args.verbose { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = DaemonConfig::resolve(&args)?;
+    if cfg.supernodes.is_empty() {
+        tracing::warn!("no supernode configured: downloads go straight to the source");
+    }
+    let upload = tokio::net::TcpListener::bind(cfg.upload_listen)
+        .await
+        .with_context(|| format!("binding upload address {}", cfg.upload_listen))?;
+    let local = odonata_daemon::bind_socket(&cfg.home)
+        .await
+        .with_context(|| format!("binding the local socket in {}", cfg.home.display()))?;
+    tracing::info!(
+        upload = %upload.local_addr()?,
+        socket = %odonata_daemon::socket_path(&cfg.home).display(),
+        supernodes = ?cfg.supernodes,
+        "dfdaemon listening"
+    );
+    let shutdown = CancellationToken::new();
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        odonata_transfer::shutdown_signal().await;
+        stopper.cancel();
+    });
+    let home = cfg.home.clone();
+    let r = odonata_daemon::run(cfg, upload, local, shutdown).await;
+    let _ = std::fs::remove_file(odonata_daemon::socket_path(&home));
+    r?;
+    Ok(())
+}

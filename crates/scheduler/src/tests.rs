@@ -1,0 +1,238 @@
+use std::time::{Duration, Instant};
+
+use odonata_proto::messages::{FailReason, PieceDone, PieceFailed};
+use odonata_proto::{PeerId, PieceDigest};
+use proptest::prelude::*;
+
+use super::*;
+
+fn seed() -> PeerId {
+    PeerId("seed".into())
+}
+
+fn peer(i: usize) -> PeerId {
+    PeerId(format!("p{i}"))
+}
+
+fn schedule(pieces: u32, peers: usize) -> TaskSchedule {
+    let mut s = TaskSchedule::new(Config::default());
+    s.join(&seed(), "seed:8001", true);
+    for n in 0..pieces {
+        s.add_piece(&seed(), n, 100, PieceDigest([n as u8; 32]));
+    }
+    for i in 0..peers {
+        s.join(&peer(i), &format!("10.0.0.{i}:65000"), false);
+    }
+    s
+}
+
+fn done(num: u32, parent: &PeerId) -> PieceDone {
+    PieceDone {
+        num,
+        parent: Some(parent.clone()),
+        cost_ms: 1,
+    }
+}
+
+/// Runs rounds in which every peer asks for work and every transfer completes by the next
+/// round; returns (rounds, pieces served by the seed).
+fn simulate(s: &mut TaskSchedule, pieces: u32, peers: usize, want: u32) -> (u32, u64) {
+    let now = Instant::now();
+    for round in 1..=10_000u32 {
+        let mut reports = Vec::new();
+        for i in 0..peers {
+            for d in s.assign(&peer(i), want, now) {
+                reports.push((i, d.num, d.parents[0].0.clone()));
+            }
+        }
+        for (i, num, parent) in reports {
+            s.finished(&peer(i), &done(num, &parent));
+        }
+        let snap = s.peers();
+        if snap
+            .iter()
+            .filter(|p| !p.is_seed)
+            .all(|p| p.pieces == pieces)
+        {
+            let seed_served = snap.iter().find(|p| p.is_seed).map(|p| p.served);
+            return (round, seed_served.unwrap_or(0));
+        }
+    }
+    panic!("swarm did not complete");
+}
+
+#[test]
+fn swarm_completes_and_spares_the_seed() {
+    let (pieces, peers) = (64, 200);
+    let mut s = schedule(pieces, peers);
+    let (rounds, seed_served) = simulate(&mut s, pieces, peers, 4);
+    // Every peer got every piece; the seed sent far fewer than one copy per peer.
+    assert!(
+        seed_served < u64::from(pieces) * 8,
+        "seed served {seed_served} pieces"
+    );
+    assert!(rounds < 200, "took {rounds} rounds");
+    // Nothing is left in flight and no upload slot leaks.
+    assert!(s.peers().iter().all(|p| p.uploading == 0));
+}
+
+#[test]
+fn rarest_first_spreads_peers_over_different_pieces() {
+    let mut s = schedule(16, 4);
+    let now = Instant::now();
+    let mut first = Vec::new();
+    for i in 0..4 {
+        let d = s.assign(&peer(i), 1, now);
+        first.push(d[0].num);
+    }
+    first.sort_unstable();
+    first.dedup();
+    assert_eq!(first.len(), 4, "peers should start on distinct pieces");
+}
+
+#[test]
+fn peers_are_preferred_over_the_seed_once_they_hold_a_piece() {
+    let mut s = schedule(4, 2);
+    let now = Instant::now();
+    s.finished(&peer(0), &done(0, &seed()));
+    let d = s.assign(&peer(1), 4, now);
+    let p0 = d.iter().find(|d| d.num == 0).unwrap();
+    assert_eq!(p0.parents[0].0, peer(0));
+    assert_eq!(p0.parents[1].0, seed());
+}
+
+#[test]
+fn corrupt_parent_is_blocked_and_never_chosen_again() {
+    let mut s = schedule(8, 3);
+    let now = Instant::now();
+    for n in 0..8 {
+        s.finished(&peer(0), &done(n, &seed()));
+    }
+    let d = s.assign(&peer(1), 8, now);
+    assert!(d.iter().any(|d| d.parents[0].0 == peer(0)));
+    s.failed(
+        &peer(1),
+        &PieceFailed {
+            num: d[0].num,
+            parent: peer(0),
+            reason: FailReason::Corrupt,
+        },
+    );
+    for x in &d {
+        s.release(&peer(1), x.num);
+    }
+    for i in [1, 2] {
+        for d in s.assign(&peer(i), 8, now) {
+            assert!(d.parents.iter().all(|p| p.0 != peer(0)));
+        }
+    }
+    assert!(s.peers().iter().any(|p| p.id == peer(0) && p.blocked));
+}
+
+#[test]
+fn unreachable_parent_is_dead_until_it_talks_again() {
+    let mut s = schedule(2, 2);
+    let now = Instant::now();
+    s.finished(&peer(0), &done(0, &seed()));
+    s.failed(
+        &peer(1),
+        &PieceFailed {
+            num: 0,
+            parent: peer(0),
+            reason: FailReason::Unreachable,
+        },
+    );
+    let d = s.assign(&peer(1), 2, now);
+    assert!(d.iter().all(|d| d.parents.iter().all(|p| p.0 != peer(0))));
+    s.touch(&peer(0));
+    s.release(&peer(1), 0);
+    s.release(&peer(1), 1);
+    let d = s.assign(&peer(1), 2, now);
+    assert!(d.iter().any(|d| d.parents[0].0 == peer(0)));
+}
+
+#[test]
+fn stale_assignments_are_taken_back() {
+    let mut s = schedule(1, 1);
+    let now = Instant::now();
+    assert_eq!(s.assign(&peer(0), 1, now).len(), 1);
+    assert!(s.assign(&peer(0), 1, now).is_empty());
+    s.expire(now + Duration::from_secs(120));
+    assert!(s.peers().iter().all(|p| p.uploading == 0));
+    assert_eq!(
+        s.assign(&peer(0), 1, now + Duration::from_secs(120)).len(),
+        1
+    );
+}
+
+#[test]
+fn claims_of_unknown_pieces_are_ignored() {
+    let mut s = schedule(2, 1);
+    s.finished(&peer(0), &done(99, &seed()));
+    assert_eq!(
+        s.peers().iter().find(|p| p.id == peer(0)).unwrap().pieces,
+        0
+    );
+}
+
+#[test]
+fn seed_slots_bound_concurrent_uploads() {
+    let mut s = schedule(100, 50);
+    let now = Instant::now();
+    let mut total = 0;
+    for i in 0..50 {
+        total += s.assign(&peer(i), 8, now).len();
+    }
+    assert_eq!(total as u32, Config::default().seed_upload_slots);
+}
+
+/// The seed and peers `p0..p{peers-1}` are honest; the ones after them lie.
+fn is_honest(id: &PeerId, peers: usize) -> bool {
+    match id.0.strip_prefix('p').and_then(|k| k.parse::<usize>().ok()) {
+        Some(k) => k < peers,
+        None => true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Whatever the swarm shape and failures, slots never leak and every peer completes.
+    #[test]
+    fn swarm_always_completes(pieces in 1u32..40, peers in 1usize..30, want in 1u32..6, corrupt in 0usize..3) {
+        let mut s = schedule(pieces, peers + corrupt);
+        // Corrupt peers claim to hold everything.
+        for c in 0..corrupt {
+            for n in 0..pieces {
+                s.finished(&peer(peers + c), &PieceDone { num: n, parent: None, cost_ms: 0 });
+            }
+        }
+        let now = Instant::now();
+        let mut complete = false;
+        for _ in 0..2000 {
+            let mut reports = Vec::new();
+            for i in 0..peers {
+                for d in s.assign(&peer(i), want, now) {
+                    reports.push((i, d));
+                }
+            }
+            for (i, d) in reports {
+                let good = d.parents.iter().find(|p| is_honest(&p.0, peers));
+                for p in &d.parents {
+                    if Some(p) == good { break; }
+                    s.failed(&peer(i), &PieceFailed { num: d.num, parent: p.0.clone(), reason: FailReason::Corrupt });
+                }
+                match good {
+                    Some(p) => s.finished(&peer(i), &done(d.num, &p.0)),
+                    None => s.release(&peer(i), d.num),
+                }
+            }
+            let snap = s.peers();
+            if (0..peers).all(|i| snap.iter().any(|p| p.id == peer(i) && p.pieces == pieces)) {
+                complete = true;
+                break;
+            }
+        }
+        prop_assert!(complete);
+        prop_assert!(s.peers().iter().all(|p| p.uploading == 0));
+    }
+}

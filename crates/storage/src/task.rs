@@ -1,0 +1,311 @@
+//! One task's data file and piece log.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use odonata_proto::{PieceDigest, PieceLayout, TaskId};
+
+use crate::{StorageError, TaskMeta};
+
+const RECORD: usize = 4 + 4 + 32;
+
+pub(crate) fn data_path(root: &Path, id: &TaskId) -> PathBuf {
+    root.join("data").join(id.as_str())
+}
+pub(crate) fn meta_path(root: &Path, id: &TaskId) -> PathBuf {
+    root.join("meta").join(format!("{id}.json"))
+}
+pub(crate) fn log_path(root: &Path, id: &TaskId) -> PathBuf {
+    root.join("meta").join(format!("{id}.pieces"))
+}
+
+/// A piece held on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldPiece {
+    len: u32,
+    digest: PieceDigest,
+}
+
+/// One task on disk: content file, layout, and which pieces are held and verified.
+pub struct TaskData {
+    id: TaskId,
+    root: PathBuf,
+    data_path: PathBuf,
+    file: File,
+    meta: Mutex<TaskMeta>,
+    pieces: Mutex<BTreeMap<u32, HeldPiece>>,
+    log: Mutex<File>,
+    held_bytes: AtomicU64,
+    last_used: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn write_meta(root: &Path, meta: &TaskMeta) -> Result<(), StorageError> {
+    let path = meta_path(root, &meta.task_id);
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(meta)
+        .map_err(|e| StorageError::io("encode", &path, std::io::Error::other(e.to_string())))?;
+    fs::write(&tmp, body).map_err(|e| StorageError::io("write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))
+}
+
+impl TaskData {
+    pub(crate) fn create(root: &Path, meta: TaskMeta) -> Result<Self, StorageError> {
+        let id = meta.task_id.clone();
+        let dp = data_path(root, &id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&dp)
+            .map_err(|e| StorageError::io("create", &dp, e))?;
+        if let Some(len) = meta.layout.content_length {
+            file.set_len(len)
+                .map_err(|e| StorageError::io("preallocate", &dp, e))?;
+        }
+        let lp = log_path(root, &id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lp)
+            .map_err(|e| StorageError::io("create", &lp, e))?;
+        log.set_len(0)
+            .map_err(|e| StorageError::io("truncate", &lp, e))?;
+        write_meta(root, &meta)?;
+        Ok(Self {
+            id,
+            root: root.to_owned(),
+            data_path: dp,
+            file,
+            meta: Mutex::new(meta),
+            pieces: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(log),
+            held_bytes: AtomicU64::new(0),
+            last_used: AtomicU64::new(now_secs()),
+        })
+    }
+
+    /// Reloads a task, keeping only logged pieces whose bytes still hash right.
+    pub(crate) fn load(root: &Path, id: &TaskId) -> Result<Option<Self>, StorageError> {
+        let mp = meta_path(root, id);
+        let raw = fs::read(&mp).map_err(|e| StorageError::io("read", &mp, e))?;
+        let meta: TaskMeta = serde_json::from_slice(&raw)
+            .map_err(|e| StorageError::io("decode", &mp, std::io::Error::other(e.to_string())))?;
+        if &meta.task_id != id {
+            return Ok(None);
+        }
+        let dp = data_path(root, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dp)
+            .map_err(|e| StorageError::io("open", &dp, e))?;
+        let lp = log_path(root, id);
+        let mut records = Vec::new();
+        if let Ok(mut f) = File::open(&lp) {
+            f.read_to_end(&mut records)
+                .map_err(|e| StorageError::io("read", &lp, e))?;
+        }
+        let mut pieces = BTreeMap::new();
+        let mut buf = Vec::new();
+        let layout = meta.layout;
+        for rec in records.chunks_exact(RECORD) {
+            let num = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+            let len = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&rec[8..]);
+            let digest = PieceDigest(d);
+            if len > layout.piece_size {
+                continue;
+            }
+            buf.resize(len as usize, 0);
+            if file.read_exact_at(&mut buf, layout.offset(num)).is_err() {
+                continue;
+            }
+            if PieceDigest::of(&buf) == digest {
+                pieces.insert(num, HeldPiece { len, digest });
+            } else {
+                tracing::warn!(task = %id, piece = num, "dropping piece that no longer verifies");
+            }
+        }
+        // Rewrite the log with exactly the verified pieces, dropping torn or bad records.
+        let mut clean = Vec::with_capacity(pieces.len() * RECORD);
+        for (num, p) in &pieces {
+            encode_record(&mut clean, *num, p);
+        }
+        let tmp = lp.with_extension("pieces.tmp");
+        fs::write(&tmp, &clean).map_err(|e| StorageError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &lp).map_err(|e| StorageError::io("rename", &lp, e))?;
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&lp)
+            .map_err(|e| StorageError::io("open", &lp, e))?;
+        let held: u64 = pieces.values().map(|p| u64::from(p.len)).sum();
+        Ok(Some(Self {
+            id: id.clone(),
+            root: root.to_owned(),
+            data_path: dp,
+            file,
+            meta: Mutex::new(meta),
+            pieces: Mutex::new(pieces),
+            log: Mutex::new(log),
+            held_bytes: AtomicU64::new(held),
+            last_used: AtomicU64::new(now_secs()),
+        }))
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// Source URL.
+    pub fn url(&self) -> String {
+        lock(&self.meta).url.clone()
+    }
+
+    /// Current layout.
+    pub fn layout(&self) -> PieceLayout {
+        lock(&self.meta).layout
+    }
+
+    /// Path of the data file (for export by copy or reflink).
+    pub fn data_path(&self) -> &Path {
+        &self.data_path
+    }
+
+    /// Records the total length once known, and sizes the data file to it.
+    pub fn set_content_length(&self, len: u64) -> Result<(), StorageError> {
+        let mut meta = lock(&self.meta);
+        if meta.layout.content_length == Some(len) {
+            return Ok(());
+        }
+        meta.layout.content_length = Some(len);
+        self.file
+            .set_len(len)
+            .map_err(|e| StorageError::io("resize", &self.data_path, e))?;
+        write_meta(&self.root, &meta)
+    }
+
+    /// The digest of a held piece.
+    pub fn piece(&self, num: u32) -> Option<(u32, PieceDigest)> {
+        lock(&self.pieces).get(&num).map(|p| (p.len, p.digest))
+    }
+
+    /// Numbers of held pieces.
+    pub fn held(&self) -> Vec<u32> {
+        lock(&self.pieces).keys().copied().collect()
+    }
+
+    /// How many pieces are held.
+    pub fn held_count(&self) -> u32 {
+        lock(&self.pieces).len() as u32
+    }
+
+    /// Bytes held.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether every piece is held (needs the length to be known).
+    pub fn is_complete(&self) -> bool {
+        let layout = self.layout();
+        match layout.piece_count() {
+            Some(n) => self.held_count() == n,
+            None => false,
+        }
+    }
+
+    /// Seconds since the epoch when the task was last read or written.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Writes a verified piece at its offset, then logs it as held.
+    ///
+    /// The caller has checked `digest` against the bytes; this writes the bytes before the
+    /// record so that a record never points at bytes not yet written.
+    pub fn write_piece(
+        &self,
+        num: u32,
+        data: &[u8],
+        digest: PieceDigest,
+    ) -> Result<(), StorageError> {
+        let layout = self.layout();
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let fits = len <= layout.piece_size
+            && match layout.piece_len(num) {
+                Some(expected) => expected == len,
+                None => layout.content_length.is_none(),
+            };
+        if !fits {
+            return Err(StorageError::OutOfRange {
+                task: self.id.clone(),
+                num,
+                detail: format!("{len} bytes"),
+            });
+        }
+        if lock(&self.pieces).contains_key(&num) {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(data, layout.offset(num))
+            .map_err(|e| StorageError::io("write", &self.data_path, e))?;
+        let held = HeldPiece { len, digest };
+        let mut rec = Vec::with_capacity(RECORD);
+        encode_record(&mut rec, num, &held);
+        {
+            let mut log = lock(&self.log);
+            log.write_all(&rec)
+                .map_err(|e| StorageError::io("append", &log_path(&self.root, &self.id), e))?;
+        }
+        if lock(&self.pieces).insert(num, held).is_none() {
+            self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        }
+        self.last_used.store(now_secs(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads a held piece; None when it is not held.
+    pub fn read_piece(&self, num: u32) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some((len, _)) = self.piece(num) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, self.layout().offset(num))
+            .map_err(|e| StorageError::io("read", &self.data_path, e))?;
+        self.last_used.store(now_secs(), Ordering::Relaxed);
+        Ok(Some(buf))
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the content (for export with hashing).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| StorageError::io("read", &self.data_path, e))
+    }
+}
+
+fn encode_record(out: &mut Vec<u8>, num: u32, p: &HeldPiece) {
+    out.extend_from_slice(&num.to_le_bytes());
+    out.extend_from_slice(&p.len.to_le_bytes());
+    out.extend_from_slice(&p.digest.0);
+}

@@ -1,0 +1,104 @@
+//! Prometheus text-format counters of the supernode.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use odonata_transfer::UploadStats;
+
+/// A monotonically increasing counter.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Metrics {
+    pub(crate) registrations: Counter,
+    pub(crate) seeds_started: Counter,
+    pub(crate) source_bytes: Counter,
+    pub(crate) assignments: Counter,
+    pub(crate) piece_failures: Counter,
+    upload: Arc<UploadStats>,
+}
+
+impl Metrics {
+    pub(crate) fn new(upload: Arc<UploadStats>) -> Self {
+        Self {
+            registrations: Counter::default(),
+            seeds_started: Counter::default(),
+            source_bytes: Counter::default(),
+            assignments: Counter::default(),
+            piece_failures: Counter::default(),
+            upload,
+        }
+    }
+
+    pub(crate) fn render(&self, tasks: usize) -> String {
+        let mut out = String::new();
+        let mut put = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        put(
+            "odonata_supernode_tasks",
+            "Tasks known.",
+            "gauge",
+            tasks as u64,
+        );
+        put(
+            "odonata_supernode_registrations_total",
+            "Peer registrations.",
+            "counter",
+            self.registrations.get(),
+        );
+        put(
+            "odonata_supernode_seeds_started_total",
+            "Seeds started (source fetches).",
+            "counter",
+            self.seeds_started.get(),
+        );
+        put(
+            "odonata_supernode_source_bytes_total",
+            "Bytes read from sources.",
+            "counter",
+            self.source_bytes.get(),
+        );
+        put(
+            "odonata_supernode_assignments_total",
+            "Piece assignments handed to peers.",
+            "counter",
+            self.assignments.get(),
+        );
+        put(
+            "odonata_supernode_piece_failures_total",
+            "Failed piece transfers reported by peers.",
+            "counter",
+            self.piece_failures.get(),
+        );
+        put(
+            "odonata_supernode_upload_bytes_total",
+            "Piece bytes served by the seed.",
+            "counter",
+            self.upload.bytes.load(Ordering::Relaxed),
+        );
+        put(
+            "odonata_supernode_upload_pieces_total",
+            "Pieces served by the seed.",
+            "counter",
+            self.upload.pieces.load(Ordering::Relaxed),
+        );
+        out
+    }
+}

@@ -1,0 +1,459 @@
+//! Task registry and the control API handlers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use odonata_proto::messages::{
+    Assignment, ErrorBody, LeaveRequest, Parent, PeerInfo, RegisterRequest, RegisterResponse,
+    SyncRequest, SyncResponse, TaskInfo, TaskState,
+};
+use odonata_proto::{PeerId, PieceLayout, TaskId, TaskKey};
+use odonata_scheduler::TaskSchedule;
+use odonata_source::{HttpSource, SourceConfig};
+use odonata_storage::Store;
+use odonata_transfer::UploadStats;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SupernodeConfig;
+use crate::metrics::Metrics;
+use crate::StartError;
+
+/// How long a registration waits for the source's first answer.
+const REGISTER_WAIT: Duration = Duration::from_secs(60);
+/// Longest long-poll a peer may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// One task as the supernode sees it.
+pub(crate) struct Task {
+    pub(crate) id: TaskId,
+    pub(crate) key: TaskKey,
+    pub(crate) headers: Vec<odonata_proto::messages::Header>,
+    pub(crate) inner: Mutex<TaskInner>,
+    /// Woken whenever pieces, holders, load or state change.
+    pub(crate) changed: Notify,
+}
+
+/// Mutable part of a task.
+pub(crate) struct TaskInner {
+    pub(crate) sched: TaskSchedule,
+    pub(crate) state: TaskState,
+    /// None until the source has answered.
+    pub(crate) layout: Option<PieceLayout>,
+    pub(crate) seeding: bool,
+}
+
+impl Task {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TaskInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Shared {
+    cfg: SupernodeConfig,
+    store: Arc<Store>,
+    source: HttpSource,
+    tasks: Mutex<HashMap<TaskId, Arc<Task>>>,
+    seed_id: PeerId,
+    upload_port: u16,
+    metrics: Metrics,
+}
+
+/// The supernode's state; cheap to clone.
+#[derive(Clone)]
+pub struct Supernode(Arc<Shared>);
+
+/// An error answer with a JSON body.
+struct ApiError(StatusCode, ErrorBody);
+
+impl ApiError {
+    fn new(code: StatusCode, msg: impl Into<String>) -> Self {
+        Self(
+            code,
+            ErrorBody {
+                error: msg.into(),
+                source_status: None,
+            },
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", r.body_text()),
+        )
+    }
+}
+
+impl Supernode {
+    /// Builds the supernode around an opened store.
+    pub fn new(
+        cfg: SupernodeConfig,
+        store: Arc<Store>,
+        upload_port: u16,
+        upload_stats: Arc<UploadStats>,
+    ) -> Result<Self, StartError> {
+        let source = HttpSource::new(SourceConfig::default())?;
+        let host = hostname();
+        Ok(Self(Arc::new(Shared {
+            cfg,
+            store,
+            source,
+            tasks: Mutex::new(HashMap::new()),
+            seed_id: PeerId(format!("seed-{host}")),
+            upload_port,
+            metrics: Metrics::new(upload_stats),
+        })))
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<TaskId, Arc<Task>>> {
+        self.0.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The control API.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v1/tasks", post(register))
+            .route("/api/v1/tasks/{id}", get(task_info))
+            .route("/api/v1/tasks/{id}/sync", post(sync))
+            .route("/api/v1/tasks/{id}/leave", post(leave))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+
+    /// Takes back stale assignments now and then, until shutdown.
+    pub(crate) async fn expire_loop(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let tasks: Vec<Arc<Task>> = self.tasks().values().cloned().collect();
+            let now = Instant::now();
+            for t in tasks {
+                t.lock().sched.expire(now);
+                t.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// Finds or creates the task and makes sure a seed is working on it.
+    fn task_for(&self, key: TaskKey, req: &RegisterRequest) -> Arc<Task> {
+        let id = key.id();
+        let task = {
+            let mut tasks = self.tasks();
+            tasks
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    let mut sched = TaskSchedule::new(self.0.cfg.scheduler.clone());
+                    sched.join(&self.0.seed_id, "", true);
+                    Arc::new(Task {
+                        id,
+                        key,
+                        headers: req.headers.clone(),
+                        inner: Mutex::new(TaskInner {
+                            sched,
+                            state: TaskState::Running,
+                            layout: None,
+                            seeding: false,
+                        }),
+                        changed: Notify::new(),
+                    })
+                })
+                .clone()
+        };
+        let start = {
+            let mut inner = task.lock();
+            let restart = matches!(inner.state, TaskState::Failed { .. });
+            if !inner.seeding && (restart || inner.layout.is_none()) {
+                inner.seeding = true;
+                inner.state = TaskState::Running;
+                true
+            } else {
+                false
+            }
+        };
+        if start {
+            self.0.metrics.seeds_started.inc();
+            tokio::spawn(crate::seed::run(
+                task.clone(),
+                self.0.store.clone(),
+                self.0.source.clone(),
+                self.0.seed_id.clone(),
+                self.0.metrics.source_bytes.clone(),
+            ));
+        }
+        task
+    }
+
+    fn task(&self, id: &str) -> Result<Arc<Task>, ApiError> {
+        let id =
+            TaskId::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        self.tasks()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown task {id}")))
+    }
+
+    /// The seed's upload address as the asking peer can reach it.
+    fn seed_addr(&self, headers: &HeaderMap) -> String {
+        let port = self.0.upload_port;
+        if let Some(ip) = self.0.cfg.advertise_ip {
+            return SocketAddr::new(ip, port).to_string();
+        }
+        // The peer reached us by the Host it named; the upload port is on the same host.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_owned());
+        match host {
+            Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{port}"),
+            Some(h) => format!("{h}:{port}"),
+            None => format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "supernode".into())
+}
+
+/// Waits for `cond` to hold, re-checking whenever the task changes, up to `limit`.
+pub(crate) async fn wait_until(
+    task: &Task,
+    limit: Duration,
+    mut cond: impl FnMut(&mut TaskInner) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = task.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cond(&mut task.lock()) {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return cond(&mut task.lock());
+        }
+    }
+}
+
+fn failed_error(state: &TaskState) -> Option<ApiError> {
+    match state {
+        TaskState::Failed {
+            message,
+            source_status,
+        } => Some(ApiError(
+            StatusCode::BAD_GATEWAY,
+            ErrorBody {
+                error: message.clone(),
+                source_status: *source_status,
+            },
+        )),
+        _ => None,
+    }
+}
+
+async fn register(
+    State(node): State<Supernode>,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    let Json(req) = body?;
+    let key = TaskKey::new(&req.url, &req.filter)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if req.peer_addr.parse::<SocketAddr>().is_err() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("peer_addr '{}' is not IP:PORT", req.peer_addr),
+        ));
+    }
+    HttpSource::header_map(&req.headers)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    node.0.metrics.registrations.inc();
+    let task = node.task_for(key, &req);
+    let ready = wait_until(&task, REGISTER_WAIT, |i| {
+        i.layout.is_some() || matches!(i.state, TaskState::Failed { .. })
+    })
+    .await;
+    let mut inner = task.lock();
+    if let Some(e) = failed_error(&inner.state) {
+        // Pieces cut before a failure are still good; only refuse when there are none.
+        if inner.layout.is_none() || inner.sched.pieces_known() == 0 {
+            return Err(e);
+        }
+    }
+    let Some(layout) = inner.layout.filter(|_| ready) else {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("source {} did not answer in time", task.key.url),
+        ));
+    };
+    inner.sched.join(&req.peer_id, &req.peer_addr, false);
+    Ok(Json(RegisterResponse {
+        task_id: task.id.clone(),
+        layout,
+    }))
+}
+
+async fn sync(
+    State(node): State<Supernode>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<SyncRequest>, JsonRejection>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    let Json(req) = body?;
+    let task = node.task(&id)?;
+    let want = req.want.min(64);
+    let now = Instant::now();
+    let mut assigned = {
+        let mut inner = task.lock();
+        if !inner.sched.knows(&req.peer_id) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "peer {} is not registered for task {}",
+                    req.peer_id, task.id
+                ),
+            ));
+        }
+        inner.sched.touch(&req.peer_id);
+        for d in &req.finished {
+            inner.sched.finished(&req.peer_id, d);
+        }
+        for f in &req.failed {
+            node.0.metrics.piece_failures.inc();
+            inner.sched.failed(&req.peer_id, f);
+        }
+        for n in &req.released {
+            inner.sched.release(&req.peer_id, *n);
+        }
+        inner.sched.assign(&req.peer_id, want, now)
+    };
+    if !(req.finished.is_empty() && req.failed.is_empty() && req.released.is_empty()) {
+        task.changed.notify_waiters();
+    }
+    if assigned.is_empty() && want > 0 && req.wait_ms > 0 {
+        let limit = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_WAIT);
+        let peer = req.peer_id.clone();
+        wait_until(&task, limit, |inner| {
+            if !matches!(inner.state, TaskState::Running) && inner.sched.pieces_known() > 0 {
+                // Done or failed: answer now, whatever there is.
+                assigned = inner.sched.assign(&peer, want, Instant::now());
+                return true;
+            }
+            assigned = inner.sched.assign(&peer, want, Instant::now());
+            !assigned.is_empty() || !matches!(inner.state, TaskState::Running)
+        })
+        .await;
+    }
+    let seed_addr = node.seed_addr(&headers);
+    let inner = task.lock();
+    let layout = inner.layout.unwrap_or(PieceLayout {
+        piece_size: odonata_proto::piece::UNKNOWN_LENGTH_PIECE_SIZE,
+        content_length: None,
+    });
+    let piece_count = match inner.state {
+        TaskState::Done => layout.piece_count(),
+        _ => None,
+    };
+    node.0.metrics.assignments.add(assigned.len() as u64);
+    let assignments = assigned
+        .into_iter()
+        .map(|d| Assignment {
+            num: d.num,
+            len: d.len,
+            digest: d.digest,
+            parents: d
+                .parents
+                .into_iter()
+                .map(|(peer_id, addr, is_seed)| Parent {
+                    peer_id,
+                    addr: if is_seed { seed_addr.clone() } else { addr },
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(SyncResponse {
+        state: inner.state.clone(),
+        layout,
+        piece_count,
+        assignments,
+    }))
+}
+
+async fn leave(
+    State(node): State<Supernode>,
+    Path(id): Path<String>,
+    body: Result<Json<LeaveRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body?;
+    let task = node.task(&id)?;
+    task.lock().sched.leave(&req.peer_id);
+    task.changed.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn task_info(
+    State(node): State<Supernode>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<TaskInfo>, ApiError> {
+    let task = node.task(&id)?;
+    let seed_addr = node.seed_addr(&headers);
+    let inner = task.lock();
+    let layout = inner.layout.unwrap_or(PieceLayout {
+        piece_size: 0,
+        content_length: None,
+    });
+    Ok(Json(TaskInfo {
+        task_id: task.id.clone(),
+        url: task.key.canonical.clone(),
+        state: inner.state.clone(),
+        layout,
+        pieces_known: inner.sched.pieces_known(),
+        peers: inner
+            .sched
+            .peers()
+            .into_iter()
+            .map(|p| PeerInfo {
+                addr: if p.is_seed { seed_addr.clone() } else { p.addr },
+                peer_id: p.id,
+                is_seed: p.is_seed,
+                pieces: p.pieces,
+                blocked: p.blocked,
+                dead: p.dead,
+                uploading: p.uploading,
+                served: p.served,
+            })
+            .collect(),
+    }))
+}
+
+async fn metrics(State(node): State<Supernode>) -> impl IntoResponse {
+    let tasks = node.tasks().len();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.0.metrics.render(tasks),
+    )
+}

@@ -1,0 +1,54 @@
+//! A supernode and 8 daemons on loopback; one 64 MiB file requested by all 8 at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use odonata_testkit::cluster::{run_with_limit, Daemon, Supernode};
+use odonata_testkit::origin::Origin;
+use odonata_testkit::{sample, sha256_file, sha256_hex};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_daemons_fetch_one_file_and_the_origin_serves_one_copy() {
+    const LEN: usize = 64 << 20;
+    let data = sample(LEN, 8);
+    let want = sha256_hex(&data);
+    let origin = Origin::local(HashMap::from([("big.bin".to_owned(), data)]), 0)
+        .await
+        .unwrap();
+    let url = origin.url("big.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let sn = Supernode::start(dir.path()).unwrap();
+    let nodes = vec![sn.addr.to_string()];
+    let daemons: Vec<Daemon> = (0..8)
+        .map(|i| Daemon::start(dir.path(), &format!("peer{i}"), &nodes, &[]).unwrap())
+        .collect();
+    let outs: Vec<_> = (0..8)
+        .map(|i| dir.path().join(format!("out{i}.bin")))
+        .collect();
+    let handles: Vec<_> = daemons
+        .iter()
+        .zip(&outs)
+        .map(|(d, out)| {
+            let mut cmd = d.dfget().unwrap();
+            cmd.arg("-u").arg(&url).arg("-o").arg(out).arg("--notbs");
+            tokio::task::spawn_blocking(move || run_with_limit(cmd, Duration::from_secs(240)))
+        })
+        .collect();
+    for h in handles {
+        let out = h.await.unwrap().unwrap();
+        assert!(
+            out.status.success(),
+            "dfget failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("via p2p"));
+    }
+    for out in &outs {
+        assert_eq!(sha256_file(out).unwrap(), want, "{} differs", out.display());
+    }
+    let served = origin.bytes_served();
+    assert!(
+        served as f64 <= LEN as f64 * 1.05,
+        "origin served {served} bytes for a {LEN}-byte file"
+    );
+}
