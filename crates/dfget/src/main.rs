@@ -19,7 +19,8 @@ use crate::progress::Progress;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = if args.verbose { "debug" } else { "warn" };
+    // Errors reach the user as one line of our own; logs only with -v (or RUST_LOG).
+    let level = if args.verbose { "debug" } else { "off" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -309,6 +309,18 @@ async fn register(
             format!("source {} did not answer in time", task.key.url),
         ));
     };
+    // One address is one daemon: a peer back under a new id (a restarted daemon) replaces
+    // the old one, whose assignments would otherwise hold upload slots until they expire.
+    let stale: Vec<PeerId> = inner
+        .sched
+        .peers()
+        .into_iter()
+        .filter(|p| !p.is_seed && p.addr == req.peer_addr && p.id != req.peer_id && !p.dead)
+        .map(|p| p.id)
+        .collect();
+    for old in &stale {
+        inner.sched.leave(old);
+    }
     inner.sched.join(&req.peer_id, &req.peer_addr, false);
     Ok(Json(RegisterResponse {
         task_id: task.id.clone(),
