@@ -46,8 +46,21 @@ async fn real_main() -> anyhow::Result<()> {
         stopper.cancel();
     });
     let home = cfg.home.clone();
-    let r = odonata_daemon::run(cfg, upload, local, shutdown).await;
+    let grace = shutdown.clone();
+    let r = tokio::select! {
+        r = odonata_daemon::run(cfg, upload, local, shutdown) => r,
+        () = grace_period(grace) => {
+            tracing::warn!("connections still open after the grace period; exiting");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(odonata_daemon::socket_path(&home));
     r?;
     Ok(())
+}
+
+/// Resolves a while after shutdown began: long downloads must not hold the process forever.
+async fn grace_period(token: CancellationToken) {
+    token.cancelled().await;
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
 }

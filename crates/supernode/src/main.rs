@@ -42,6 +42,16 @@ async fn real_main() -> anyhow::Result<()> {
         odonata_transfer::shutdown_signal().await;
         stopper.cancel();
     });
-    odonata_supernode::run(cfg, control, upload, shutdown).await?;
+    let grace = shutdown.clone();
+    tokio::select! {
+        r = odonata_supernode::run(cfg, control, upload, shutdown) => r?,
+        () = grace_period(grace) => tracing::warn!("connections still open after the grace period; exiting"),
+    }
     Ok(())
+}
+
+/// Resolves a while after shutdown began: long downloads must not hold the process forever.
+async fn grace_period(token: CancellationToken) {
+    token.cancelled().await;
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
 }

@@ -52,3 +52,38 @@ async fn eight_daemons_fetch_one_file_and_the_origin_serves_one_copy() {
         "origin served {served} bytes for a {LEN}-byte file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_odd_sized_files_arrive_exactly() {
+    let files: Vec<(String, bytes::Bytes)> = vec![
+        ("empty".into(), bytes::Bytes::new()),
+        ("one".into(), sample(1, 1)),
+        ("odd".into(), sample((3 << 20) + 12345, 2)),
+    ];
+    let origin = Origin::local(files.iter().cloned().collect(), 0)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sn = Supernode::start(dir.path()).unwrap();
+    let nodes = vec![sn.addr.to_string()];
+    let a = Daemon::start(dir.path(), "a", &nodes, &[]).unwrap();
+    let b = Daemon::start(dir.path(), "b", &nodes, &[]).unwrap();
+    for (name, data) in &files {
+        for d in [&a, &b] {
+            let out = dir.path().join(format!("{name}.{}", d.upload.port()));
+            let mut cmd = d.dfget().unwrap();
+            cmd.arg("-u")
+                .arg(origin.url(name))
+                .arg("-o")
+                .arg(&out)
+                .arg("--notbs");
+            let o = run_with_limit(cmd, Duration::from_secs(60)).unwrap();
+            assert!(
+                o.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(std::fs::read(&out).unwrap(), data.as_ref(), "{name}");
+        }
+    }
+}
