@@ -403,3 +403,75 @@ async fn killed_daemon_resumes_from_the_pieces_it_had() {
         .unwrap_or_else(|| panic!("no reuse count in: {text}"));
     assert!(reused > 0, "nothing was resumed: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_get_clear_errors_and_servers_survive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new(1 << 20).await;
+    let d = w.daemon("d", &[]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", w.sn.addr);
+    let r = http
+        .post(format!("{base}/api/v1/tasks"))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("bad request body"));
+    let r = http
+        .post(format!("{base}/api/v1/tasks"))
+        .json(&serde_json::json!({"url": "ftp://x/y", "peer_id": "p", "peer_addr": "127.0.0.1:1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unsupported URL scheme"));
+    let r = http
+        .post(format!("{base}/api/v1/tasks/{}/sync", "a".repeat(64)))
+        .json(&serde_json::json!({"peer_id": "p", "want": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for path in ["/pieces/zzz/1", "/pieces/../../etc/passwd/1"] {
+        let r = http
+            .get(format!("http://{}{path}", d.upload))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+    }
+    let r = http
+        .get(format!(
+            "http://{}/pieces/{}/99999999999",
+            d.upload,
+            "a".repeat(64)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Raw garbage and a TLS ClientHello on the plain ports: answered or dropped, never fatal.
+    for addr in [w.sn.addr, w.sn.upload, d.upload] {
+        for junk in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"GARBAGE\r\n\r\n",
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(junk).await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        }
+    }
+    // Everything still works.
+    ok(&dfget(
+        d.dfget().unwrap(),
+        &w.url(),
+        &w.out("after.bin"),
+        &["--notbs"],
+    )
+    .await);
+    w.assert_same(&w.out("after.bin"));
+}
