@@ -16,7 +16,7 @@ proptest! {
         let _ = Digest::md5_hex(&s);
         let _ = s.parse::<PieceDigest>();
         let _ = TaskId::parse(&s);
-        let _ = TaskKey::new(&s, &[s.clone()]);
+        let _ = TaskKey::new(&s, std::slice::from_ref(&s));
         let _ = parse_rate(&s);
         let _ = parse_duration(&s);
     }
