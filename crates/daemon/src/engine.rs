@@ -23,6 +23,9 @@ use crate::api::{DownloadRequest, Event, Outcome, Via};
 use crate::control::{local_ip_towards, ControlClient, ControlError};
 use crate::export;
 
+/// Long-polls in a row with no work, the task complete at the seed, before we give up.
+const IDLE_ROUNDS_BEFORE_STUCK: u32 = 10;
+
 /// Why a download failed. Each renders as one line for the user.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -477,8 +480,9 @@ impl Engine {
                     TaskState::Running => idle_rounds = 0,
                     TaskState::Done | TaskState::Failed { .. } => {
                         idle_rounds += 1;
-                        // Let a couple of long-polls pass for parents to free up.
-                        if idle_rounds > 3 {
+                        // Each idle round is a long-poll that found nothing for 2 s;
+                        // parents free up as transfers end, so only a long drought is fatal.
+                        if idle_rounds > IDLE_ROUNDS_BEFORE_STUCK {
                             if let TaskState::Failed { message, .. } = &resp.state {
                                 return Err(P2pError::SourceFailed(message.clone()));
                             }

@@ -279,8 +279,16 @@ impl TaskSchedule {
                 scored.push((self.cost(i), i));
             }
         }
-        // A parent at its slot limit is still a fine fallback after the first choice.
         scored.sort_unstable();
+        // The seed sends each piece once: when another live peer holds the piece or it is
+        // already on its way somewhere, the asker waits for a peer copy instead. The seed's
+        // uplink is the scarcest link in the swarm; a second copy from it delays a fresh one.
+        if scored.first().is_some_and(|&(_, i)| self.peers[i].is_seed)
+            && self.spread_elsewhere(num, me)
+        {
+            return Vec::new();
+        }
+        // A parent at its slot limit is still a fine fallback after the first choice.
         let mut chosen: Vec<Idx> = scored
             .iter()
             .take(self.cfg.parents_per_piece)
@@ -302,6 +310,21 @@ impl TaskSchedule {
             }
         }
         chosen
+    }
+
+    /// Whether piece `num` is held by a live peer other than the seed, or in flight to
+    /// anyone but `me`.
+    fn spread_elsewhere(&self, num: u32, me: Idx) -> bool {
+        let n = num as usize;
+        if self.inflight_count[n] > 0 {
+            return true;
+        }
+        self.holders[n]
+            .iter()
+            .take(self.cfg.parent_sample)
+            .any(|&i| {
+                i != me && !self.peers[i].is_seed && !self.peers[i].blocked && !self.peers[i].dead
+            })
     }
 
     fn end_inflight(&mut self, me: Idx, num: u32) -> Option<Inflight> {

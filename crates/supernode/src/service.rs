@@ -369,13 +369,11 @@ async fn sync(
         let limit = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_WAIT);
         let peer = req.peer_id.clone();
         wait_until(&task, limit, |inner| {
-            if !matches!(inner.state, TaskState::Running) && inner.sched.pieces_known() > 0 {
-                // Done or failed: answer now, whatever there is.
-                assigned = inner.sched.assign(&peer, want, Instant::now());
-                return true;
-            }
             assigned = inner.sched.assign(&peer, want, Instant::now());
-            !assigned.is_empty() || !matches!(inner.state, TaskState::Running)
+            // A failed seed with nothing cut will never have work: answer at once.
+            let hopeless =
+                matches!(inner.state, TaskState::Failed { .. }) && inner.sched.pieces_known() == 0;
+            !assigned.is_empty() || hopeless
         })
         .await;
     }
