@@ -393,14 +393,19 @@ impl Engine {
         let (mut node, data, task) = self.register(&mut reg, &nodes).await?;
         let parallel = self.0.cfg.parallel.max(1);
         let mut jobs: JoinSet<JobResult> = JoinSet::new();
-        let mut finished: Vec<PieceDone> = Vec::new();
-        let mut failed: Vec<PieceFailed> = Vec::new();
-        let mut released: Vec<u32> = Vec::new();
-        let (mut reused, mut from_peers, mut from_seed) = (0u32, 0u32, 0u32);
+        let mut rep = Reports::default();
         let mut idle_rounds = 0u32;
         let mut sync_errors = 0u32;
         loop {
             let complete = data.is_complete();
+            if complete {
+                // Every piece is on disk; collect the last transfers so they are reported.
+                while let Some(r) = jobs.join_next().await {
+                    if let Ok(r) = r {
+                        rep.absorb(r);
+                    }
+                }
+            }
             let want = if complete {
                 0
             } else {
@@ -413,9 +418,9 @@ impl Engine {
             };
             let sreq = SyncRequest {
                 peer_id: self.0.peer_id.clone(),
-                finished: std::mem::take(&mut finished),
-                failed: std::mem::take(&mut failed),
-                released: std::mem::take(&mut released),
+                finished: std::mem::take(&mut rep.finished),
+                failed: std::mem::take(&mut rep.failed),
+                released: std::mem::take(&mut rep.released),
                 want,
                 wait_ms,
             };
@@ -433,9 +438,9 @@ impl Engine {
                     }
                     // Keep the reports for the next attempt; re-register in case the
                     // supernode restarted and forgot us.
-                    finished = sreq.finished;
-                    failed = sreq.failed;
-                    released = sreq.released;
+                    rep.finished = sreq.finished;
+                    rep.failed = sreq.failed;
+                    rep.released = sreq.released;
                     tokio::time::sleep(Duration::from_millis(300 * u64::from(sync_errors))).await;
                     if let Ok((n, _, _)) = self.register(&mut reg, &nodes).await {
                         node = n;
@@ -458,8 +463,8 @@ impl Engine {
             let got_work = !resp.assignments.is_empty();
             for a in resp.assignments {
                 if data.piece(a.num).is_some_and(|(_, d)| d == a.digest) {
-                    reused += 1;
-                    finished.push(PieceDone {
+                    rep.reused += 1;
+                    rep.finished.push(PieceDone {
                         num: a.num,
                         parent: None,
                         cost_ms: 0,
@@ -472,10 +477,10 @@ impl Engine {
                 let limits = limits.clone();
                 jobs.spawn(async move { me.fetch_piece(&task, &data, a, &limits).await });
             }
-            if data.is_complete() {
-                continue; // report the last pieces, then stop
-            }
             if !got_work && jobs.is_empty() {
+                if data.is_complete() {
+                    continue; // the last pieces were reused: report them, then stop
+                }
                 match &resp.state {
                     TaskState::Running => idle_rounds = 0,
                     TaskState::Done | TaskState::Failed { .. } => {
@@ -502,25 +507,15 @@ impl Engine {
                 continue;
             }
             // Wait for one transfer, then collect whatever else is ready, and sync again.
-            let mut collect = |r: JobResult| {
-                failed.extend(r.failed);
-                match r.done {
-                    Some((d, seed)) => {
-                        if seed {
-                            from_seed += 1;
-                        } else {
-                            from_peers += 1;
-                        }
-                        finished.push(d);
-                    }
-                    None => released.push(r.num),
-                }
-            };
             if let Some(Ok(r)) = jobs.join_next().await {
-                collect(r);
+                rep.absorb(r);
             }
             while let Some(Ok(r)) = jobs.try_join_next() {
-                collect(r);
+                rep.absorb(r);
+            }
+            if let Some(e) = rep.local_error.take() {
+                jobs.shutdown().await;
+                return Err(P2pError::Storage(e));
             }
         }
         if self.0.cfg.leave_when_done {
@@ -528,9 +523,9 @@ impl Engine {
         }
         Ok(P2pDone {
             data,
-            reused,
-            from_peers,
-            from_seed,
+            reused: rep.reused,
+            from_peers: rep.from_peers,
+            from_seed: rep.from_seed,
         })
     }
 
@@ -548,43 +543,38 @@ impl Engine {
             match self
                 .0
                 .pieces
-                .fetch(&parent.addr, task, a.num, a.len, a.digest, limits)
+                .fetch_into(&parent.addr, task, a.num, a.len, a.digest, limits, data)
                 .await
             {
-                Ok(bytes) => {
-                    let d = data.clone();
-                    let len = bytes.len() as u64;
-                    let digest = a.digest;
-                    let num = a.num;
-                    let written =
-                        tokio::task::spawn_blocking(move || d.write_piece(num, &bytes, digest))
-                            .await;
-                    match written {
-                        Ok(Ok(())) => {
-                            self.0.stats.p2p_bytes.fetch_add(len, Ordering::Relaxed);
-                            let is_seed = parent.peer_id.0.starts_with("seed-");
-                            return JobResult {
+                Ok(len) => {
+                    self.0
+                        .stats
+                        .p2p_bytes
+                        .fetch_add(u64::from(len), Ordering::Relaxed);
+                    let is_seed = parent.peer_id.0.starts_with("seed-");
+                    return JobResult {
+                        num: a.num,
+                        done: Some((
+                            PieceDone {
                                 num: a.num,
-                                done: Some((
-                                    PieceDone {
-                                        num: a.num,
-                                        parent: Some(parent.peer_id.clone()),
-                                        cost_ms: start.elapsed().as_millis() as u32,
-                                    },
-                                    is_seed,
-                                )),
-                                failed,
-                            };
-                        }
-                        other => {
-                            tracing::error!(piece = a.num, result = ?other.map(|r| r.map_err(|e| e.to_string())), "storing piece failed");
-                            return JobResult {
-                                num: a.num,
-                                done: None,
-                                failed,
-                            };
-                        }
-                    }
+                                parent: Some(parent.peer_id.clone()),
+                                cost_ms: start.elapsed().as_millis() as u32,
+                            },
+                            is_seed,
+                        )),
+                        failed,
+                        local_error: None,
+                    };
+                }
+                Err(e @ odonata_transfer::FetchError::Local { .. }) => {
+                    // Our disk, not the parent: trying others would fail the same way.
+                    tracing::error!(piece = a.num, error = %e, "storing piece failed");
+                    return JobResult {
+                        num: a.num,
+                        done: None,
+                        failed,
+                        local_error: Some(e.to_string()),
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(piece = a.num, parent = %parent.peer_id, attempt = i, error = %e, "piece fetch failed");
@@ -600,6 +590,7 @@ impl Engine {
             num: a.num,
             done: None,
             failed,
+            local_error: None,
         }
     }
 
@@ -613,6 +604,40 @@ struct JobResult {
     num: u32,
     done: Option<(PieceDone, bool)>,
     failed: Vec<PieceFailed>,
+    /// Our own storage failed: the swarm cannot help, stop.
+    local_error: Option<String>,
+}
+
+/// What finished transfers tell the supernode at the next sync, and the tallies.
+#[derive(Default)]
+struct Reports {
+    finished: Vec<PieceDone>,
+    failed: Vec<PieceFailed>,
+    released: Vec<u32>,
+    reused: u32,
+    from_peers: u32,
+    from_seed: u32,
+    local_error: Option<String>,
+}
+
+impl Reports {
+    fn absorb(&mut self, r: JobResult) {
+        self.failed.extend(r.failed);
+        if r.local_error.is_some() {
+            self.local_error = r.local_error;
+        }
+        match r.done {
+            Some((d, seed)) => {
+                if seed {
+                    self.from_seed += 1;
+                } else {
+                    self.from_peers += 1;
+                }
+                self.finished.push(d);
+            }
+            None => self.released.push(r.num),
+        }
+    }
 }
 
 /// Absolute form of a user's output path (relative to the caller's working directory).

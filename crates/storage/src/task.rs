@@ -238,6 +238,25 @@ impl TaskData {
         self.last_used.load(Ordering::Relaxed)
     }
 
+    /// Checks that a piece of `len` bytes fits the layout at `num`.
+    fn check_fits(&self, num: u32, len: u64) -> Result<PieceLayout, StorageError> {
+        let layout = self.layout();
+        let fits = len <= u64::from(layout.piece_size)
+            && match layout.piece_len(num) {
+                Some(expected) => u64::from(expected) == len,
+                None => layout.content_length.is_none(),
+            };
+        if fits {
+            Ok(layout)
+        } else {
+            Err(StorageError::OutOfRange {
+                task: self.id.clone(),
+                num,
+                detail: format!("{len} bytes"),
+            })
+        }
+    }
+
     /// Writes a verified piece at its offset, then logs it as held.
     ///
     /// The caller has checked `digest` against the bytes; this writes the bytes before the
@@ -248,37 +267,67 @@ impl TaskData {
         data: &[u8],
         digest: PieceDigest,
     ) -> Result<(), StorageError> {
+        self.check_fits(num, data.len() as u64)?;
+        if self.piece(num).is_some() {
+            return Ok(());
+        }
+        self.write_unverified(num, 0, data)?;
+        self.commit_piece(num, data.len() as u32, digest)
+    }
+
+    /// Writes bytes of a piece not yet held, at `at` within the piece, before they are
+    /// verified (so a transfer needs no piece-sized buffer). Nothing reads them until
+    /// [`TaskData::commit_piece`] marks the piece held; a held piece is never overwritten.
+    pub fn write_unverified(&self, num: u32, at: u64, data: &[u8]) -> Result<(), StorageError> {
         let layout = self.layout();
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let fits = len <= layout.piece_size
-            && match layout.piece_len(num) {
-                Some(expected) => expected == len,
-                None => layout.content_length.is_none(),
-            };
-        if !fits {
+        let limit = layout
+            .piece_len(num)
+            .map_or(u64::from(layout.piece_size), u64::from);
+        if at + data.len() as u64 > limit
+            || layout
+                .content_length
+                .is_some_and(|len| layout.offset(num) >= len.max(1))
+        {
             return Err(StorageError::OutOfRange {
                 task: self.id.clone(),
                 num,
-                detail: format!("{len} bytes"),
+                detail: format!("{} bytes at {at}", data.len()),
             });
         }
-        if lock(&self.pieces).contains_key(&num) {
-            return Ok(());
+        if self.piece(num).is_some() {
+            return Err(StorageError::OutOfRange {
+                task: self.id.clone(),
+                num,
+                detail: "piece already held".into(),
+            });
         }
         self.file
-            .write_all_at(data, layout.offset(num))
-            .map_err(|e| StorageError::io("write", &self.data_path, e))?;
+            .write_all_at(data, layout.offset(num) + at)
+            .map_err(|e| StorageError::io("write", &self.data_path, e))
+    }
+
+    /// Marks a piece whose `len` bytes are written and verified against `digest` as held.
+    pub fn commit_piece(
+        &self,
+        num: u32,
+        len: u32,
+        digest: PieceDigest,
+    ) -> Result<(), StorageError> {
+        self.check_fits(num, u64::from(len))?;
         let held = HeldPiece { len, digest };
         let mut rec = Vec::with_capacity(RECORD);
         encode_record(&mut rec, num, &held);
+        let mut pieces = lock(&self.pieces);
+        if pieces.contains_key(&num) {
+            return Ok(());
+        }
         {
             let mut log = lock(&self.log);
             log.write_all(&rec)
                 .map_err(|e| StorageError::io("append", &log_path(&self.root, &self.id), e))?;
         }
-        if lock(&self.pieces).insert(num, held).is_none() {
-            self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-        }
+        pieces.insert(num, held);
+        self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
         self.last_used.store(now_secs(), Ordering::Relaxed);
         Ok(())
     }

@@ -104,3 +104,32 @@ fn changed_layout_starts_afresh_and_unknown_length_is_learnt() {
     let t = store.prepare(meta(Some(4000))).unwrap();
     assert!(t.held().is_empty());
 }
+
+#[test]
+fn streamed_pieces_are_invisible_until_committed_and_held_ones_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = store.prepare(meta(Some(2500))).unwrap();
+    let p = piece(1, 1024);
+    t.write_unverified(1, 0, &p[..600]).unwrap();
+    assert!(t.read_piece(1).unwrap().is_none());
+    t.write_unverified(1, 600, &p[600..]).unwrap();
+    assert!(
+        t.write_unverified(1, 1000, &p[..100]).is_err(),
+        "past the piece's end"
+    );
+    t.commit_piece(1, 1024, PieceDigest::of(&p)).unwrap();
+    assert_eq!(t.read_piece(1).unwrap().unwrap(), p);
+    assert!(
+        t.write_unverified(1, 0, &[0u8; 10]).is_err(),
+        "held pieces are immutable"
+    );
+    assert!(
+        t.write_unverified(9, 0, &[0u8; 10]).is_err(),
+        "past the file's end"
+    );
+    assert!(
+        t.commit_piece(2, 1000, PieceDigest::of(&p)).is_err(),
+        "wrong length"
+    );
+}

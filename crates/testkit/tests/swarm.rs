@@ -41,7 +41,18 @@ async fn eight_daemons_fetch_one_file_and_the_origin_serves_one_copy() {
             "dfget failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("via p2p"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("via p2p"), "{text}");
+        // Every piece is accounted for exactly once (64 MiB in 1 MiB pieces).
+        let counts: Vec<u32> = text
+            .split("pieces: ")
+            .nth(1)
+            .unwrap_or_default()
+            .split(", ")
+            .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(counts.len(), 3, "{text}");
+        assert_eq!(counts.iter().sum::<u32>(), 64, "{text}");
     }
     for out in &outs {
         assert_eq!(sha256_file(out).unwrap(), want, "{} differs", out.display());

@@ -2,11 +2,18 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::BytesMut;
 use odonata_proto::messages::FailReason;
 use odonata_proto::{PieceDigest, TaskId};
+use odonata_storage::TaskData;
+use sha2::{Digest as _, Sha256};
 
 use crate::{acquire, Limiter};
+
+/// Bytes gathered before one hash-and-write batch.
+const FLUSH: usize = 512 * 1024;
 
 /// Why a piece could not be had from a parent.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,14 @@ pub enum FetchError {
         /// The piece.
         num: u32,
     },
+    /// Our own disk refused the bytes (not the parent's fault).
+    #[error("storing piece {num} failed: {detail}")]
+    Local {
+        /// The piece.
+        num: u32,
+        /// What happened.
+        detail: String,
+    },
     /// Any other answer.
     #[error("parent {addr} failed piece {num}: {detail}")]
     Other {
@@ -65,7 +80,7 @@ impl FetchError {
             FetchError::NotFound { .. } => FailReason::NotFound,
             FetchError::Corrupt { .. } => FailReason::Corrupt,
             FetchError::Timeout { .. } => FailReason::Timeout,
-            FetchError::Other { .. } => FailReason::Other,
+            FetchError::Other { .. } | FetchError::Local { .. } => FailReason::Other,
         }
     }
 }
@@ -90,8 +105,11 @@ impl PieceClient {
         Self { http, idle }
     }
 
-    /// Fetches piece `num` of `task` from `addr`, checks length and sha256, and returns it.
-    pub async fn fetch(
+    /// Fetches piece `num` of `task` from `addr` straight into `data` (no piece-sized
+    /// buffer), checks length and sha256 as bytes arrive, and marks the piece held only when
+    /// both match. Returns the piece length.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fetch_into(
         &self,
         addr: &str,
         task: &TaskId,
@@ -99,22 +117,22 @@ impl PieceClient {
         len: u32,
         digest: PieceDigest,
         limits: &[Limiter],
-    ) -> Result<Bytes, FetchError> {
+        data: &Arc<TaskData>,
+    ) -> Result<u32, FetchError> {
         let url = format!("http://{addr}/pieces/{task}/{num}");
         let unreachable = |e: reqwest::Error| FetchError::Unreachable {
             addr: addr.to_owned(),
             detail: e.without_url().to_string(),
         };
-        let send = self.http.get(&url).send();
-        let mut resp = match tokio::time::timeout(self.idle, send).await {
-            Ok(r) => r.map_err(unreachable)?,
-            Err(_) => {
-                return Err(FetchError::Timeout {
-                    addr: addr.to_owned(),
-                    num,
-                })
-            }
+        let timeout = || FetchError::Timeout {
+            addr: addr.to_owned(),
+            num,
         };
+        let send = self.http.get(&url).send();
+        let mut resp = tokio::time::timeout(self.idle, send)
+            .await
+            .map_err(|_| timeout())?
+            .map_err(unreachable)?;
         match resp.status().as_u16() {
             200 => {}
             404 => {
@@ -136,36 +154,56 @@ impl PieceClient {
             num,
             detail,
         };
-        let mut buf = BytesMut::with_capacity(len as usize);
+        let local = |e: String| FetchError::Local { num, detail: e };
+        let mut hasher = Some(Sha256::new());
+        let mut buf = BytesMut::with_capacity(FLUSH);
+        let mut written = 0u64;
         loop {
-            let chunk = match tokio::time::timeout(self.idle, resp.chunk()).await {
-                Ok(Ok(Some(c))) => c,
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(unreachable(e)),
-                Err(_) => {
-                    return Err(FetchError::Timeout {
-                        addr: addr.to_owned(),
-                        num,
-                    })
+            let chunk = tokio::time::timeout(self.idle, resp.chunk())
+                .await
+                .map_err(|_| timeout())?
+                .map_err(unreachable)?;
+            let end = chunk.is_none();
+            if let Some(c) = chunk {
+                if written + (buf.len() + c.len()) as u64 > u64::from(len) {
+                    return Err(corrupt(format!("more than {len} bytes")));
                 }
-            };
-            if buf.len() + chunk.len() > len as usize {
-                return Err(corrupt(format!("more than {len} bytes")));
+                acquire(limits, c.len()).await;
+                buf.extend_from_slice(&c);
             }
-            acquire(limits, chunk.len()).await;
-            buf.extend_from_slice(&chunk);
+            if buf.len() >= FLUSH || (end && !buf.is_empty()) {
+                // Hash and write off the async threads, in batches to keep hops few.
+                let batch = buf.split().freeze();
+                let mut h = hasher.take().unwrap_or_default();
+                let d = data.clone();
+                let at = written;
+                let r = tokio::task::spawn_blocking(move || {
+                    h.update(&batch);
+                    d.write_unverified(num, at, &batch)
+                        .map(|()| (h, batch.len()))
+                })
+                .await
+                .map_err(|e| local(e.to_string()))?
+                .map_err(|e| local(e.to_string()))?;
+                hasher = Some(r.0);
+                written += r.1 as u64;
+            }
+            if end {
+                break;
+            }
         }
-        if buf.len() != len as usize {
-            return Err(corrupt(format!("{} bytes, expected {len}", buf.len())));
+        if written != u64::from(len) {
+            return Err(corrupt(format!("{written} bytes, expected {len}")));
         }
-        let buf = buf.freeze();
-        let check = buf.clone();
-        let ok = tokio::task::spawn_blocking(move || PieceDigest::of(&check) == digest)
-            .await
-            .unwrap_or(false);
-        if !ok {
+        let got = PieceDigest(hasher.unwrap_or_default().finalize().into());
+        if got != digest {
             return Err(corrupt("sha256 mismatch".into()));
         }
-        Ok(buf)
+        let d = data.clone();
+        tokio::task::spawn_blocking(move || d.commit_piece(num, len, digest))
+            .await
+            .map_err(|e| local(e.to_string()))?
+            .map_err(|e| local(e.to_string()))?;
+        Ok(len)
     }
 }

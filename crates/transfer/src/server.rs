@@ -13,7 +13,10 @@ use bytes::Bytes;
 use odonata_proto::TaskId;
 use odonata_storage::Store;
 
-use crate::{acquire, Limiter, LIMIT_CHUNK};
+use crate::{acquire, Limiter};
+
+/// Bytes read from disk per body chunk.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Counters of what the upload server served.
 #[derive(Default, Debug)]
@@ -67,33 +70,40 @@ async fn serve_piece(
     let Some(data) = st.store.get(&task) else {
         return refuse(&st, StatusCode::NOT_FOUND, "task not held\n".into());
     };
-    let read = tokio::task::spawn_blocking(move || data.read_piece(num)).await;
-    let bytes = match read {
-        Ok(Ok(Some(b))) => Bytes::from(b),
-        Ok(Ok(None)) => return refuse(&st, StatusCode::NOT_FOUND, "piece not held\n".into()),
-        Ok(Err(e)) => {
-            tracing::warn!(task = %task, piece = num, error = %e, "reading piece failed");
-            return refuse(&st, StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
-        }
-        Err(e) => return refuse(&st, StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    let Some((len, _)) = data.piece(num) else {
+        return refuse(&st, StatusCode::NOT_FOUND, "piece not held\n".into());
     };
-    let len = bytes.len();
     st.stats.pieces.fetch_add(1, Ordering::Relaxed);
-    st.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
-    let body = match st.limit.clone() {
-        None => Body::from(bytes),
-        Some(limit) => {
-            let chunks = futures_util::stream::unfold((bytes, limit), |(mut rest, limit)| async {
-                if rest.is_empty() {
-                    return None;
+    let start = data.layout().offset(num);
+    let (stats, limit) = (st.stats.clone(), st.limit.clone());
+    // Stream from the file in chunks: memory per upload stays at one chunk, not one piece.
+    let chunks = futures_util::stream::unfold(0u64, move |sent| {
+        let (data, stats, limit) = (data.clone(), stats.clone(), limit.clone());
+        async move {
+            let left = u64::from(len) - sent;
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(READ_CHUNK as u64) as usize;
+            if let Some(l) = &limit {
+                acquire(std::slice::from_ref(l), n).await;
+            }
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                data.read_at(&mut buf, start + sent).map(|()| buf)
+            })
+            .await;
+            match read {
+                Ok(Ok(buf)) => {
+                    stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    Some((Ok(Bytes::from(buf)), sent + n as u64))
                 }
-                let chunk = rest.split_to(rest.len().min(LIMIT_CHUNK));
-                acquire(std::slice::from_ref(&limit), chunk.len()).await;
-                Some((Ok::<_, std::io::Error>(chunk), (rest, limit)))
-            });
-            Body::from_stream(chunks)
+                Ok(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), u64::from(len))),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), u64::from(len))),
+            }
         }
-    };
+    });
+    let body = Body::from_stream(chunks);
     Response::builder()
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")
