@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cluster;
+pub mod netns;
 pub mod origin;
 
 use bytes::Bytes;
