@@ -1,11 +1,11 @@
 //! Piece serving and fetching on loopback: the daemon's upload router serving 4 MiB pieces
-//! from a store, fetched by the real client (length and sha256 checked), one at a time and
+//! from a store, fetched by the real client into another store (length and sha256 checked), one at a time and
 //! four at once; and plain GETs without verification to separate serving from hashing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use odonata_proto::{PieceDigest, PieceLayout, TaskKey};
 use odonata_storage::{Store, TaskMeta};
 use odonata_transfer::{upload_router, PieceClient, UploadStats};
@@ -23,16 +23,23 @@ fn pieces(c: &mut Criterion) {
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let url = "http://198.18.0.1/bench.bin";
     let task = TaskKey::new(url, &[]).unwrap().id();
-    let data = store
-        .prepare(TaskMeta {
-            task_id: task.clone(),
-            url: url.into(),
-            layout: PieceLayout {
-                piece_size: PIECE,
-                content_length: Some(u64::from(PIECE) * u64::from(COUNT)),
-            },
-        })
-        .unwrap();
+    let meta = TaskMeta {
+        task_id: task.clone(),
+        url: url.into(),
+        layout: PieceLayout {
+            piece_size: PIECE,
+            content_length: Some(u64::from(PIECE) * u64::from(COUNT)),
+        },
+    };
+    let data = store.prepare(meta.clone()).unwrap();
+    // The fetching side writes into its own store; each iteration gets a fresh (empty) task,
+    // made outside the timed part, because a held piece is never overwritten.
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = Store::open(sink_dir.path()).unwrap();
+    let fresh = || {
+        sink.remove(&task);
+        sink.prepare(meta.clone()).unwrap()
+    };
     let mut digests = Vec::new();
     for n in 0..COUNT {
         let bytes: Vec<u8> = (0..PIECE).map(|i| (i ^ n).wrapping_mul(31) as u8).collect();
@@ -54,11 +61,17 @@ fn pieces(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(u64::from(PIECE)));
     let mut n = 0u32;
     g.bench_function("fetch_verified_4MiB_x1", |b| {
-        b.iter(|| {
-            n = (n + 1) % COUNT;
-            rt.block_on(client.fetch(&addr, &task, n, PIECE, digests[n as usize], &[]))
-                .unwrap()
-        })
+        b.iter_batched(
+            || {
+                n = (n + 1) % COUNT;
+                (n, fresh())
+            },
+            |(n, t)| {
+                rt.block_on(client.fetch_into(&addr, &task, n, PIECE, digests[n as usize], &[], &t))
+                    .unwrap()
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("get_unverified_4MiB_x1", |b| {
         b.iter(|| {
@@ -76,18 +89,24 @@ fn pieces(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(4 * u64::from(PIECE)));
     g.bench_function("fetch_verified_4MiB_x4_parallel", |b| {
-        b.iter(|| {
-            n = (n + 4) % COUNT;
-            rt.block_on(async {
-                let fs = (0..4).map(|k| {
-                    let num = (n + k) % COUNT;
-                    client.fetch(&addr, &task, num, PIECE, digests[num as usize], &[])
-                });
-                for r in futures_util::future::join_all(fs).await {
-                    r.unwrap();
-                }
-            })
-        })
+        b.iter_batched(
+            || {
+                n = (n + 4) % COUNT;
+                (n, fresh())
+            },
+            |(n, t)| {
+                rt.block_on(async {
+                    let fs = (0..4).map(|k| {
+                        let num = (n + k) % COUNT;
+                        client.fetch_into(&addr, &task, num, PIECE, digests[num as usize], &[], &t)
+                    });
+                    for r in futures_util::future::join_all(fs).await {
+                        r.unwrap();
+                    }
+                })
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
