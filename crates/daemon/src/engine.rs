@@ -73,13 +73,15 @@ pub(crate) enum P2pError {
 }
 
 impl P2pError {
-    /// The source's own definitive refusal (4xx): going there ourselves cannot help.
+    /// The source answered the supernode with an error status (after the supernode's own
+    /// retries): going there ourselves cannot help, and N peers doing so is the request
+    /// storm the supernode's single-flight exists to prevent.
     fn source_refusal(&self) -> Option<DownloadError> {
         match self {
             P2pError::Control(ControlError::Source {
                 message,
                 status: Some(s),
-            }) if (400..500).contains(s) => Some(DownloadError::Source {
+            }) if (400..600).contains(s) => Some(DownloadError::Source {
                 message: message.clone(),
                 status: Some(*s),
             }),

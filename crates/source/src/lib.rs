@@ -5,6 +5,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +43,17 @@ pub enum SourceError {
     /// A header the user gave cannot be sent.
     #[error("header '{0}' cannot be sent to the source")]
     BadHeader(String),
+    /// The source's answer does not make sense (e.g. a range we did not ask for).
+    #[error("source {url} answered badly: {detail}")]
+    BadAnswer {
+        /// The URL asked.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The client could not be set up (e.g. an unreadable CA bundle).
+    #[error("source client setup: {0}")]
+    Setup(String),
 }
 
 impl SourceError {
@@ -58,7 +70,9 @@ impl SourceError {
         match self {
             SourceError::Status { status, .. } => status.is_server_error(),
             SourceError::Connect { .. } | SourceError::Body { .. } => true,
-            SourceError::BadHeader(_) => false,
+            SourceError::BadHeader(_) | SourceError::BadAnswer { .. } | SourceError::Setup(_) => {
+                false
+            }
         }
     }
 }
@@ -84,6 +98,9 @@ pub struct SourceConfig {
     pub connect_timeout: Duration,
     /// Time allowed between two body chunks before the transfer counts as stalled.
     pub idle_timeout: Duration,
+    /// PEM file of extra CA certificates trusted for HTTPS sources (besides the built-in
+    /// web roots).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -91,8 +108,35 @@ impl Default for SourceConfig {
         Self {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            ca_bundle: None,
         }
     }
+}
+
+/// Range and validators of a (possibly conditional) request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Ask for the content from this byte on (`Range: bytes=N-`).
+    pub from: Option<u64>,
+    /// `If-None-Match`: a stored ETag.
+    pub if_none_match: Option<String>,
+    /// `If-Modified-Since`: a stored Last-Modified.
+    pub if_modified_since: Option<String>,
+    /// `If-Range`: only honour the range if the content still has this validator.
+    pub if_range: Option<String>,
+}
+
+/// Answer to a conditional request.
+pub enum Fetched {
+    /// 304: the cached copy is still the source's content.
+    NotModified {
+        /// `ETag` of the 304, if sent.
+        etag: Option<String>,
+        /// `Last-Modified` of the 304, if sent.
+        last_modified: Option<String>,
+    },
+    /// 200 or 206 with a body.
+    Content(Box<SourceResponse>),
 }
 
 /// An HTTP(S) source client; cheap to clone.
@@ -111,6 +155,8 @@ pub struct SourceResponse {
     pub content_length: Option<u64>,
     /// Whether the source honoured a Range request (206).
     pub partial: bool,
+    /// Offset of this answer's first byte in the content (0 unless partial).
+    pub offset: u64,
     /// `ETag`, if sent.
     pub etag: Option<String>,
     /// `Last-Modified`, if sent.
@@ -137,15 +183,31 @@ impl SourceResponse {
 impl HttpSource {
     /// Builds a client.
     pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .no_proxy()
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| SourceError::Connect {
-                url: String::new(),
-                detail: root_cause(&e),
+            .redirect(reqwest::redirect::Policy::limited(10));
+        if let Some(path) = &cfg.ca_bundle {
+            let pem = std::fs::read(path).map_err(|e| {
+                SourceError::Setup(format!("reading CA bundle {}: {e}", path.display()))
             })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                SourceError::Setup(format!("CA bundle {}: {}", path.display(), root_cause(&e)))
+            })?;
+            if certs.is_empty() {
+                return Err(SourceError::Setup(format!(
+                    "CA bundle {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(|e| SourceError::Connect {
+            url: String::new(),
+            detail: root_cause(&e),
+        })?;
         Ok(Self { client, cfg })
     }
 
@@ -169,11 +231,47 @@ impl HttpSource {
         headers: &[Header],
         from: Option<u64>,
     ) -> Result<SourceResponse, SourceError> {
+        let cond = Conditions {
+            from,
+            ..Conditions::default()
+        };
+        match self.fetch(url, headers, &cond).await? {
+            Fetched::Content(r) => Ok(*r),
+            Fetched::NotModified { .. } => Err(SourceError::BadAnswer {
+                url: url.to_string(),
+                detail: "304 Not Modified to a request with no validator".into(),
+            }),
+        }
+    }
+
+    /// GETs `url` with the user's headers plus the range and validators in `cond`.
+    pub async fn fetch(
+        &self,
+        url: &Url,
+        headers: &[Header],
+        cond: &Conditions,
+    ) -> Result<Fetched, SourceError> {
         let mut map = Self::header_map(headers)?;
-        if let Some(from) = from.filter(|f| *f > 0) {
+        let from = cond.from.filter(|f| *f > 0);
+        if let Some(from) = from {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes={from}-")) {
                 map.insert(reqwest::header::RANGE, v);
             }
+            if let Some(v) = cond
+                .if_range
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                map.insert(reqwest::header::IF_RANGE, v);
+            }
+        }
+        let validator =
+            |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        if let Some(v) = validator(&cond.if_none_match) {
+            map.insert(reqwest::header::IF_NONE_MATCH, v);
+        }
+        if let Some(v) = validator(&cond.if_modified_since) {
+            map.insert(reqwest::header::IF_MODIFIED_SINCE, v);
         }
         let resp = self
             .client
@@ -186,6 +284,17 @@ impl HttpSource {
                 detail: root_cause(&e),
             })?;
         let status = resp.status();
+        let h = resp.headers();
+        let text = |n: http::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let etag = text(http::header::ETAG);
+        let last_modified = text(http::header::LAST_MODIFIED);
+        let conditional = cond.if_none_match.is_some() || cond.if_modified_since.is_some();
+        if status == http::StatusCode::NOT_MODIFIED && conditional {
+            return Ok(Fetched::NotModified {
+                etag,
+                last_modified,
+            });
+        }
         if !status.is_success() {
             return Err(SourceError::Status {
                 url: url.to_string(),
@@ -193,25 +302,77 @@ impl HttpSource {
             });
         }
         let partial = status == http::StatusCode::PARTIAL_CONTENT;
-        let h = resp.headers();
-        let text = |n: http::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let etag = text(http::header::ETAG);
-        let last_modified = text(http::header::LAST_MODIFIED);
-        let content_length = if partial {
-            // Content-Range: bytes START-END/TOTAL
-            text(http::header::CONTENT_RANGE)
-                .and_then(|v| v.rsplit('/').next().and_then(|t| t.parse().ok()))
+        let (offset, content_length) = if partial {
+            let range = text(http::header::CONTENT_RANGE)
+                .as_deref()
+                .and_then(parse_content_range);
+            let Some((start, total)) = range else {
+                return Err(SourceError::BadAnswer {
+                    url: url.to_string(),
+                    detail: "206 without a usable Content-Range".into(),
+                });
+            };
+            if from.is_none() || Some(start) != from {
+                return Err(SourceError::BadAnswer {
+                    url: url.to_string(),
+                    detail: format!("206 from byte {start}, but we asked from {from:?}"),
+                });
+            }
+            (start, total)
         } else {
-            resp.content_length()
+            (0, resp.content_length())
         };
-        Ok(SourceResponse {
+        Ok(Fetched::Content(Box::new(SourceResponse {
             url: url.to_string(),
             resp,
             idle: self.cfg.idle_timeout,
             content_length,
             partial,
+            offset,
             etag,
             last_modified,
-        })
+        })))
+    }
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`) into (START, TOTAL).
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, _end) = span.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 10-19/100"),
+            Some((10, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 10-19/*"), Some((10, None)));
+        assert_eq!(parse_content_range("bytes x-19/100"), None);
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn missing_ca_bundle_is_a_clear_error() {
+        let cfg = SourceConfig {
+            ca_bundle: Some("/nonexistent/ca.pem".into()),
+            ..SourceConfig::default()
+        };
+        let e = HttpSource::new(cfg)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }

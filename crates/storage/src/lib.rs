@@ -13,6 +13,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod quota;
 mod task;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use odonata_proto::{PieceLayout, TaskId};
 use serde::{Deserialize, Serialize};
 
+pub use quota::{Quota, QuotaError};
 pub use task::TaskData;
 
 /// Errors of the piece store.

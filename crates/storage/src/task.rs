@@ -49,10 +49,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_secs() -> u64 {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -98,7 +98,7 @@ impl TaskData {
             pieces: Mutex::new(BTreeMap::new()),
             log: Mutex::new(log),
             held_bytes: AtomicU64::new(0),
-            last_used: AtomicU64::new(now_secs()),
+            last_used: AtomicU64::new(now_ms()),
         })
     }
 
@@ -167,7 +167,7 @@ impl TaskData {
             pieces: Mutex::new(pieces),
             log: Mutex::new(log),
             held_bytes: AtomicU64::new(held),
-            last_used: AtomicU64::new(now_secs()),
+            last_used: AtomicU64::new(now_ms()),
         }))
     }
 
@@ -235,7 +235,24 @@ impl TaskData {
 
     /// Seconds since the epoch when the task was last read or written.
     pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed) / 1000
+    }
+
+    /// Milliseconds since the epoch when the task was last read or written (LRU order).
+    pub fn last_used_ms(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Marks the task used now (a peer asked for it), for LRU eviction.
+    pub fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes the task takes (or will take) on disk: its length once known, else what is held.
+    pub fn footprint(&self) -> u64 {
+        self.layout()
+            .content_length
+            .unwrap_or_else(|| self.held_bytes())
     }
 
     /// Checks that a piece of `len` bytes fits the layout at `num`.
@@ -323,12 +340,23 @@ impl TaskData {
         }
         {
             let mut log = lock(&self.log);
-            log.write_all(&rec)
-                .map_err(|e| StorageError::io("append", &log_path(&self.root, &self.id), e))?;
+            let before = log.metadata().map(|m| m.len()).ok();
+            if let Err(e) = log.write_all(&rec) {
+                // A torn record would shift every later one: cut the log back to the last
+                // whole record so the piece simply stays missing.
+                if let Some(len) = before {
+                    let _ = log.set_len(len);
+                }
+                return Err(StorageError::io(
+                    "append",
+                    &log_path(&self.root, &self.id),
+                    e,
+                ));
+            }
         }
         pieces.insert(num, held);
         self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-        self.last_used.store(now_secs(), Ordering::Relaxed);
+        self.last_used.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -341,7 +369,7 @@ impl TaskData {
         self.file
             .read_exact_at(&mut buf, self.layout().offset(num))
             .map_err(|e| StorageError::io("read", &self.data_path, e))?;
-        self.last_used.store(now_secs(), Ordering::Relaxed);
+        self.last_used.store(now_ms(), Ordering::Relaxed);
         Ok(Some(buf))
     }
 

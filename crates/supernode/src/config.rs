@@ -46,6 +46,9 @@ pub struct FileConfig {
     advertise_ip: Option<IpAddr>,
     peer_upload_slots: Option<u32>,
     seed_upload_slots: Option<u32>,
+    /// Passive-CDN settings (see `cache::CdnFile`).
+    #[serde(default)]
+    cdn: crate::cache::CdnFile,
 }
 
 /// Resolved supernode configuration.
@@ -61,6 +64,8 @@ pub struct SupernodeConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Scheduler tunables.
     pub scheduler: odonata_scheduler::Config,
+    /// Cache validation, retries, negative caching and disk quota.
+    pub cdn: crate::cache::CdnConfig,
 }
 
 fn default_home() -> PathBuf {
@@ -99,6 +104,7 @@ impl SupernodeConfig {
                 .unwrap_or(default_upload),
             advertise_ip: args.advertise_ip.or(file.advertise_ip),
             scheduler,
+            cdn: crate::cache::CdnConfig::resolve(&file.cdn)?,
         })
     }
 }

@@ -6,10 +6,12 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cache;
 pub mod config;
 mod metrics;
 mod seed;
 mod service;
+mod validate;
 
 use std::sync::Arc;
 

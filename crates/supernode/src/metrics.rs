@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     pub(crate) source_bytes: Counter,
     pub(crate) assignments: Counter,
     pub(crate) piece_failures: Counter,
+    pub(crate) cdn: CdnCounters,
     upload: Arc<UploadStats>,
 }
 
@@ -39,6 +40,7 @@ impl Metrics {
             source_bytes: Counter::default(),
             assignments: Counter::default(),
             piece_failures: Counter::default(),
+            cdn: CdnCounters::default(),
             upload,
         }
     }
@@ -87,6 +89,9 @@ impl Metrics {
             "counter",
             self.piece_failures.get(),
         );
+        for (name, help, c) in self.cdn.all() {
+            put(name, help, "counter", c.get());
+        }
         put(
             "odonata_supernode_upload_bytes_total",
             "Piece bytes served by the seed.",
@@ -100,5 +105,59 @@ impl Metrics {
             self.upload.pieces.load(Ordering::Relaxed),
         );
         out
+    }
+}
+
+/// Counters of the passive-CDN cache.
+#[derive(Default)]
+pub(crate) struct CdnCounters {
+    pub(crate) negative_hits: Counter,
+    pub(crate) not_modified: Counter,
+    pub(crate) changed: Counter,
+    pub(crate) resumed: Counter,
+    pub(crate) source_retries: Counter,
+    pub(crate) evictions: Counter,
+    pub(crate) refused: Counter,
+}
+
+impl CdnCounters {
+    fn all(&self) -> [(&'static str, &'static str, &Counter); 7] {
+        [
+            (
+                "odonata_supernode_negative_cache_hits_total",
+                "Registrations answered from a remembered source failure.",
+                &self.negative_hits,
+            ),
+            (
+                "odonata_supernode_revalidated_total",
+                "Cached copies the source confirmed (304).",
+                &self.not_modified,
+            ),
+            (
+                "odonata_supernode_new_versions_total",
+                "New task versions fetched because content changed or was not cached.",
+                &self.changed,
+            ),
+            (
+                "odonata_supernode_resumed_total",
+                "Partial copies resumed with a Range request.",
+                &self.resumed,
+            ),
+            (
+                "odonata_supernode_source_retries_total",
+                "Source requests retried after a retryable failure.",
+                &self.source_retries,
+            ),
+            (
+                "odonata_supernode_evictions_total",
+                "Tasks evicted to respect the disk quota.",
+                &self.evictions,
+            ),
+            (
+                "odonata_supernode_refused_total",
+                "Tasks refused because they cannot fit the disk quota.",
+                &self.refused,
+            ),
+        ]
     }
 }

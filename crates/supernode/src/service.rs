@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use odonata_proto::messages::Header;
 use odonata_proto::messages::{
     Assignment, ErrorBody, LeaveRequest, Parent, PeerInfo, RegisterRequest, RegisterResponse,
     SyncRequest, SyncResponse, TaskInfo, TaskState,
@@ -32,10 +34,14 @@ const REGISTER_WAIT: Duration = Duration::from_secs(60);
 /// Longest long-poll a peer may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
-/// One task as the supernode sees it.
+/// One version of a URL's content as the supernode sees it.
 pub(crate) struct Task {
     pub(crate) id: TaskId,
+    /// The URL's own task id (what the cache is keyed by).
+    pub(crate) url_id: TaskId,
     pub(crate) key: TaskKey,
+    /// Last registration or sync asking for work (ms since the epoch).
+    pub(crate) last_active_ms: AtomicU64,
     pub(crate) headers: Vec<odonata_proto::messages::Header>,
     pub(crate) inner: Mutex<TaskInner>,
     /// Woken whenever pieces, holders, load or state change.
@@ -61,6 +67,7 @@ struct Shared {
     cfg: SupernodeConfig,
     store: Arc<Store>,
     source: HttpSource,
+    cache: crate::cache::Cache,
     tasks: Mutex<HashMap<TaskId, Arc<Task>>>,
     seed_id: PeerId,
     upload_port: u16,
@@ -109,12 +116,18 @@ impl Supernode {
         upload_port: u16,
         upload_stats: Arc<UploadStats>,
     ) -> Result<Self, StartError> {
-        let source = HttpSource::new(SourceConfig::default())?;
+        let source = HttpSource::new(SourceConfig {
+            idle_timeout: cfg.cdn.source_idle_timeout,
+            ca_bundle: cfg.cdn.ca_bundle.clone(),
+            ..SourceConfig::default()
+        })?;
+        let cache = crate::cache::Cache::open(&cfg.home)?;
         let host = hostname();
         Ok(Self(Arc::new(Shared {
             cfg,
             store,
             source,
+            cache,
             tasks: Mutex::new(HashMap::new()),
             seed_id: PeerId(format!("seed-{host}")),
             upload_port,
@@ -155,53 +168,74 @@ impl Supernode {
         }
     }
 
-    /// Finds or creates the task and makes sure a seed is working on it.
-    fn task_for(&self, key: TaskKey, req: &RegisterRequest) -> Arc<Task> {
-        let id = key.id();
-        let task = {
-            let mut tasks = self.tasks();
-            tasks
-                .entry(id.clone())
-                .or_insert_with(|| {
-                    let mut sched = TaskSchedule::new(self.0.cfg.scheduler.clone());
-                    sched.join(&self.0.seed_id, "", true);
-                    Arc::new(Task {
-                        id,
-                        key,
-                        headers: req.headers.clone(),
-                        inner: Mutex::new(TaskInner {
-                            sched,
-                            state: TaskState::Running,
-                            layout: None,
-                            seeding: false,
-                        }),
-                        changed: Notify::new(),
-                    })
-                })
-                .clone()
-        };
-        let start = {
-            let mut inner = task.lock();
-            let restart = matches!(inner.state, TaskState::Failed { .. });
-            if !inner.seeding && (restart || inner.layout.is_none()) {
-                inner.seeding = true;
-                inner.state = TaskState::Running;
-                true
-            } else {
-                false
+    /// The task for version `id` of `key`: the one in memory, or a new one when `fresh`
+    /// or none exists.
+    pub(crate) fn version_task(
+        &self,
+        id: &TaskId,
+        key: &TaskKey,
+        headers: &[Header],
+        fresh: bool,
+    ) -> Arc<Task> {
+        let mut tasks = self.tasks();
+        if !fresh {
+            if let Some(t) = tasks.get(id) {
+                return t.clone();
             }
-        };
-        if start {
-            self.0.metrics.seeds_started.inc();
-            tokio::spawn(crate::seed::run(
-                task.clone(),
-                self.0.store.clone(),
-                self.0.source.clone(),
-                self.0.seed_id.clone(),
-                self.0.metrics.source_bytes.clone(),
-            ));
         }
-        task
+        let mut sched = TaskSchedule::new(self.0.cfg.scheduler.clone());
+        sched.join(&self.0.seed_id, "", true);
+        let t = Arc::new(Task {
+            id: id.clone(),
+            url_id: key.id(),
+            key: key.clone(),
+            last_active_ms: AtomicU64::new(crate::cache::now_ms()),
+            headers: headers.to_vec(),
+            inner: Mutex::new(TaskInner {
+                sched,
+                state: TaskState::Running,
+                layout: None,
+                seeding: false,
+            }),
+            changed: Notify::new(),
+        });
+        tasks.insert(id.clone(), t.clone());
+        t
+    }
+
+    /// Whether a task is being seeded or downloaded, so it must not be evicted.
+    pub(crate) fn in_use(&self, id: &TaskId) -> bool {
+        let Some(t) = self.tasks().get(id).cloned() else {
+            return false;
+        };
+        let idle_ms =
+            crate::cache::now_ms().saturating_sub(t.last_active_ms.load(Ordering::Relaxed));
+        let inner = t.lock();
+        inner.seeding || idle_ms < self.0.cfg.cdn.idle_after.as_millis() as u64
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.0.store
+    }
+
+    pub(crate) fn source(&self) -> &HttpSource {
+        &self.0.source
+    }
+
+    pub(crate) fn cdn(&self) -> crate::cache::CdnConfig {
+        self.0.cfg.cdn.clone()
+    }
+
+    pub(crate) fn cache(&self) -> &crate::cache::Cache {
+        &self.0.cache
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn seed_id(&self) -> &PeerId {
+        &self.0.seed_id
     }
 
     fn task(&self, id: &str) -> Result<Arc<Task>, ApiError> {
@@ -291,7 +325,22 @@ async fn register(
     HttpSource::header_map(&req.headers)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     node.0.metrics.registrations.inc();
-    let task = node.task_for(key, &req);
+    let task = crate::cache::resolve(&node, key, req.headers.clone())
+        .await
+        .map_err(|f| {
+            ApiError(
+                f.code,
+                ErrorBody {
+                    error: f.message,
+                    source_status: f.source_status,
+                },
+            )
+        })?;
+    task.last_active_ms
+        .store(crate::cache::now_ms(), Ordering::Relaxed);
+    if let Some(d) = node.store().get(&task.id) {
+        d.touch();
+    }
     let ready = wait_until(&task, REGISTER_WAIT, |i| {
         i.layout.is_some() || matches!(i.state, TaskState::Failed { .. })
     })
@@ -350,6 +399,10 @@ async fn sync(
             ));
         }
         inner.sched.touch(&req.peer_id);
+        if req.want > 0 {
+            task.last_active_ms
+                .store(crate::cache::now_ms(), Ordering::Relaxed);
+        }
         for d in &req.finished {
             inner.sched.finished(&req.peer_id, d);
         }

@@ -51,8 +51,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with its output sent to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        // Append, so a restarted process's log follows the killed one's.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
@@ -143,25 +147,43 @@ pub struct Supernode {
     pub upload: SocketAddr,
     /// Its home.
     pub home: PathBuf,
+    config: PathBuf,
 }
 
 impl Supernode {
     /// Starts a supernode with its home under `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        let home = dir.join("supernode");
+        Self::start_in(dir.join("supernode"), PathBuf::from("/dev/null"))
+    }
+
+    /// Starts a supernode with its home under `dir` and `yaml` as its config file.
+    pub fn start_with_config(dir: &Path, yaml: &str) -> anyhow::Result<Self> {
+        let config = dir.join("supernode.yml");
+        std::fs::write(&config, yaml)?;
+        Self::start_in(dir.join("supernode"), config)
+    }
+
+    /// Starts a supernode with this exact home and config file.
+    pub fn start_in(home: PathBuf, config: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&home)?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let upload: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let proc = Self::spawn(&home, addr, upload)?;
+        let proc = Self::spawn(&home, addr, upload, &config)?;
         Ok(Self {
             proc,
             addr,
             upload,
             home,
+            config,
         })
     }
 
-    fn spawn(home: &Path, addr: SocketAddr, upload: SocketAddr) -> anyhow::Result<Proc> {
+    fn spawn(
+        home: &Path,
+        addr: SocketAddr,
+        upload: SocketAddr,
+        config: &Path,
+    ) -> anyhow::Result<Proc> {
         let mut cmd = Command::new(bin("supernode")?);
         cmd.arg("--home")
             .arg(home)
@@ -170,7 +192,7 @@ impl Supernode {
             .arg("--upload-listen")
             .arg(upload.to_string())
             .arg("--config")
-            .arg("/dev/null");
+            .arg(config);
         let p = Proc::spawn("supernode", cmd, &home.join("supernode.log"))?;
         wait_tcp(addr, Duration::from_secs(20))?;
         Ok(p)
@@ -179,7 +201,7 @@ impl Supernode {
     /// Restarts the process on the same addresses and home.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill();
-        self.proc = Self::spawn(&self.home, self.addr, self.upload)?;
+        self.proc = Self::spawn(&self.home, self.addr, self.upload, &self.config)?;
         Ok(())
     }
 }
