@@ -46,3 +46,15 @@ pub fn ok(out: &Output) {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The one `dfget: error: ...` line of a failed run (warnings from an in-process peer may
+/// come before it).
+pub fn error_line(out: &Output) -> String {
+    let e = stderr(out);
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("dfget: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {e}");
+    lines[0].to_owned()
+}
