@@ -36,6 +36,9 @@ pub struct DownloadRequest {
     /// Download rate limit for this task, bytes per second.
     #[serde(default)]
     pub rate_limit: Option<u64>,
+    /// Only this byte range of the file goes to the output (`dfget --range`).
+    #[serde(default)]
+    pub range: Option<crate::range::ByteRange>,
 }
 
 /// Where the bytes came from.

@@ -229,8 +229,10 @@ impl Engine {
                 let data = done.data.clone();
                 let output = req.output.clone();
                 let digest = req.digest.clone();
-                let bytes = tokio::task::spawn_blocking(move || {
-                    export::export(&data, &output, digest.as_ref())
+                let range = req.range;
+                let bytes = tokio::task::spawn_blocking(move || match range {
+                    Some(r) => export::export_range(&data, &output, r, digest.as_ref()),
+                    None => export::export(&data, &output, digest.as_ref()),
                 })
                 .await
                 .map_err(|e| DownloadError::Io(e.to_string()))??;

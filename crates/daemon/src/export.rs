@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::api::{DownloadRequest, Event};
 use crate::engine::DownloadError;
+use crate::range::ByteRange;
 
 /// Refuses outputs that cannot be written, before any byte is fetched.
 pub(crate) fn check_output(output: &Path) -> Result<(), DownloadError> {
@@ -132,6 +133,48 @@ pub(crate) fn export(
     Ok(len)
 }
 
+/// Copies the byte range `range` of a complete task to `output`, checking `digest`
+/// (if given) against those bytes. Returns the byte count.
+pub(crate) fn export_range(
+    data: &TaskData,
+    output: &Path,
+    range: ByteRange,
+    digest: Option<&Digest>,
+) -> Result<u64, DownloadError> {
+    let len = data.layout().content_length.unwrap_or(0);
+    let (start, end) = range.within(len).map_err(DownloadError::BadRequest)?;
+    let tmp = TempOut::new(output);
+    let mut file = File::create(&tmp.path).map_err(|e| io_err("creating", &tmp.path, e))?;
+    let mut h = digest.map(Digest::hasher);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = start;
+    while off < end {
+        let n = buf.len().min((end - off) as usize);
+        data.read_at(&mut buf[..n], off)
+            .map_err(|e| DownloadError::Io(e.to_string()))?;
+        if let Some(h) = h.as_mut() {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n])
+            .map_err(|e| io_err("writing", &tmp.path, e))?;
+        off += n as u64;
+    }
+    if let (Some(h), Some(want)) = (h, digest) {
+        let got = h.finish();
+        if &got != want {
+            return Err(DownloadError::Digest {
+                expected: want.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    file.sync_all()
+        .map_err(|e| io_err("syncing", &tmp.path, e))?;
+    drop(file);
+    tmp.persist(output)?;
+    Ok(end - start)
+}
+
 /// Downloads straight from the source into `req.output` (the fallback path).
 pub(crate) async fn from_source(
     source: &HttpSource,
@@ -141,15 +184,32 @@ pub(crate) async fn from_source(
     events: &mpsc::Sender<Event>,
     counter: &AtomicU64,
 ) -> Result<u64, DownloadError> {
-    let mut resp =
-        source
-            .get(url, &req.headers, None)
-            .await
-            .map_err(|e| DownloadError::Source {
-                status: e.status(),
-                message: e.to_string(),
-            })?;
-    let total = resp.content_length;
+    let mut headers = req.headers.clone();
+    if let Some(r) = req.range {
+        headers.push(odonata_proto::messages::Header {
+            name: "Range".into(),
+            value: r.header_value(),
+        });
+    }
+    let mut resp = source
+        .get(url, &headers, None)
+        .await
+        .map_err(|e| DownloadError::Source {
+            status: e.status(),
+            message: e.to_string(),
+        })?;
+    // With --range: the span wanted, and how much of the body to skip when the source
+    // ignored the Range header and sent the whole file.
+    let (mut skip, total) = match (req.range, resp.content_length) {
+        (Some(r), Some(len)) => {
+            let (start, end) = r.within(len).map_err(DownloadError::BadRequest)?;
+            let skip = if resp.partial { 0 } else { start };
+            (skip, Some(end - start))
+        }
+        (Some(r), None) if !resp.partial => (r.start, r.end.map(|e| e + 1 - r.start)),
+        (Some(r), None) => (0, r.end.map(|e| e + 1 - r.start)),
+        (None, len) => (0, len),
+    };
     let tmp = TempOut::new(&req.output);
     let mut file = File::create(&tmp.path).map_err(|e| io_err("creating", &tmp.path, e))?;
     let mut hasher = req.digest.as_ref().map(Digest::hasher);
@@ -159,6 +219,25 @@ pub(crate) async fn from_source(
         status: None,
         message: e.to_string(),
     })? {
+        let mut chunk = chunk;
+        if skip > 0 {
+            let n = (skip as usize).min(chunk.len());
+            skip -= n as u64;
+            let _ = chunk.split_to(n);
+        }
+        if let Some(t) = total {
+            chunk.truncate(
+                usize::try_from(t - done)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len()),
+            );
+        }
+        if chunk.is_empty() {
+            if total.is_some_and(|t| done >= t) {
+                break;
+            }
+            continue;
+        }
         odonata_transfer::acquire(limits, chunk.len()).await;
         if let Some(h) = hasher.as_mut() {
             h.update(&chunk);

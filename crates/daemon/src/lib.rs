@@ -13,6 +13,7 @@ pub mod engine;
 mod export;
 mod local;
 mod metrics;
+pub mod range;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -45,6 +45,9 @@ pub(crate) struct Args {
     /// Never download from the source directly.
     #[arg(long = "notbs")]
     notbs: bool,
+    /// Only this byte range of the file, START-END (inclusive) or START-.
+    #[arg(long)]
+    range: Option<String>,
     /// Give up after this long, e.g. 300s (plain numbers are seconds).
     #[arg(short = 'e', long)]
     timeout: Option<String>,
@@ -138,6 +141,11 @@ impl Args {
                 .map(Option::flatten)
                 .map_err(|e| e.to_string())
         };
+        let range = self
+            .range
+            .as_deref()
+            .map(odonata_daemon::range::ByteRange::parse)
+            .transpose()?;
         let local_limit = rate(&self.local_limit)?;
         let total_limit = rate(&self.total_limit.clone().or(file.total_limit))?;
         let timeout = self
@@ -174,6 +182,7 @@ impl Args {
                 supernodes: nodes,
                 no_source: self.notbs,
                 rate_limit,
+                range,
             },
             home: self.home.clone().unwrap_or_else(default_home),
             timeout,

@@ -312,7 +312,8 @@ impl HttpSource {
                     detail: "206 without a usable Content-Range".into(),
                 });
             };
-            if from.is_none() || Some(start) != from {
+            // A Range the user put in the headers is theirs to check; ours must match.
+            if from.is_some_and(|f| f != start) {
                 return Err(SourceError::BadAnswer {
                     url: url.to_string(),
                     detail: format!("206 from byte {start}, but we asked from {from:?}"),

@@ -185,10 +185,31 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<Task>, Failure>>>;
 struct Entry {
     record: Option<CacheRecord>,
     current: Option<Arc<Task>>,
-    /// When the source last confirmed the current copy (ms since the epoch).
+    /// When the source last confirmed the current copy (ms since the epoch)...
     validated_at_ms: u64,
-    negative: Option<(Instant, Failure)>,
-    flight: Option<Flight>,
+    /// ...to a request with these headers (see [`headers_hash`]).
+    validated_for: [u8; 32],
+    negative: Option<(Instant, Failure, [u8; 32])>,
+    flight: Option<(Flight, [u8; 32])>,
+}
+
+/// Identifies the user's headers. The source decides access per request (Authorization,
+/// Cookie), so a copy validated, or a failure seen, with some headers is only reused for
+/// the same headers; others get their own (conditional) request.
+pub(crate) fn headers_hash(headers: &[Header]) -> [u8; 32] {
+    let mut pairs: Vec<(String, &str)> = headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.as_str()))
+        .collect();
+    pairs.sort();
+    let mut h = Sha256::new();
+    for (n, v) in pairs {
+        h.update(n.as_bytes());
+        h.update(b"\0");
+        h.update(v.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().into()
 }
 
 /// Every URL's cache state.
@@ -260,6 +281,7 @@ impl Cache {
     pub(crate) fn settle(
         &self,
         url_id: &TaskId,
+        hash: [u8; 32],
         result: &Result<Arc<Task>, Failure>,
         record: Option<CacheRecord>,
     ) {
@@ -272,25 +294,26 @@ impl Cache {
             Ok(t) => {
                 e.current = Some(t.clone());
                 e.validated_at_ms = now_ms();
+                e.validated_for = hash;
                 e.negative = None;
                 if record.is_some() {
                     e.record = record;
                 }
             }
-            Err(f) => e.negative = Some((Instant::now(), f.clone())),
+            Err(f) => e.negative = Some((Instant::now(), f.clone(), hash)),
         }
     }
 
     /// Remembers a seed's failure so the next registrations get it without a source storm.
-    pub(crate) fn seed_failed(&self, url_id: &TaskId, f: Failure) {
+    pub(crate) fn seed_failed(&self, url_id: &TaskId, hash: [u8; 32], f: Failure) {
         if let Some(e) = self.entries().get_mut(url_id) {
-            e.negative = Some((Instant::now(), f));
+            e.negative = Some((Instant::now(), f, hash));
         }
     }
 }
 
 /// Whether the current copy may be served without asking the source.
-fn fresh(e: &Entry, node: &Supernode, cfg: &CdnConfig) -> Option<Arc<Task>> {
+fn fresh(e: &Entry, node: &Supernode, cfg: &CdnConfig, hash: &[u8; 32]) -> Option<Arc<Task>> {
     let t = e.current.as_ref()?;
     match t.lock().state {
         // Being fetched right now: it is as fresh as it gets.
@@ -299,6 +322,9 @@ fn fresh(e: &Entry, node: &Supernode, cfg: &CdnConfig) -> Option<Arc<Task>> {
         TaskState::Done => {}
     }
     node.store().get(&t.id)?;
+    if &e.validated_for != hash {
+        return None;
+    }
     let rec = e.record.as_ref()?;
     let now = now_ms();
     let fresh = if rec.has_validators() {
@@ -318,50 +344,65 @@ pub(crate) async fn resolve(
 ) -> Result<Arc<Task>, Failure> {
     let cfg = node.cdn();
     let url_id = key.id();
+    let hash = headers_hash(&headers);
     let cache = node.cache();
-    let flight = {
-        let mut entries = cache.entries();
-        let e = entries.entry(url_id.clone()).or_insert_with(|| Entry {
-            record: cache.load_record(&url_id),
-            current: None,
-            validated_at_ms: 0,
-            negative: None,
-            flight: None,
-        });
-        if let Some((at, f)) = &e.negative {
-            if at.elapsed() < cfg.negative_ttl {
-                node.metrics().cdn.negative_hits.inc();
-                return Err(f.clone());
-            }
-            e.negative = None;
-        }
-        if let Some(f) = &e.flight {
-            f.clone()
-        } else if let Some(t) = fresh(e, node, &cfg) {
-            return Ok(t);
-        } else {
-            let (n, id) = (node.clone(), url_id.clone());
-            let record = e.record.clone();
-            let job = tokio::spawn(async move {
-                let (r, rec) = crate::validate::revalidate(n.clone(), key, headers, record).await;
-                n.cache().settle(&id, &r, rec);
-                r
+    // A flight for other headers is waited for, then the state looked at again.
+    for _ in 0..8 {
+        let (flight, mine) = {
+            let mut entries = cache.entries();
+            let e = entries.entry(url_id.clone()).or_insert_with(|| Entry {
+                record: cache.load_record(&url_id),
+                current: None,
+                validated_at_ms: 0,
+                validated_for: [0; 32],
+                negative: None,
+                flight: None,
             });
-            let (n, id) = (node.clone(), url_id.clone());
-            let flight: Flight = async move {
-                job.await.unwrap_or_else(|e| {
-                    let r = Err(Failure::internal(format!("source request: {e}")));
-                    n.cache().settle(&id, &r, None);
-                    r
-                })
+            if let Some((at, f, h)) = &e.negative {
+                if at.elapsed() < cfg.negative_ttl && *h == hash {
+                    node.metrics().cdn.negative_hits.inc();
+                    return Err(f.clone());
+                }
+                if at.elapsed() >= cfg.negative_ttl {
+                    e.negative = None;
+                }
             }
-            .boxed()
-            .shared();
-            e.flight = Some(flight.clone());
-            flight
+            if let Some((f, h)) = &e.flight {
+                (f.clone(), *h == hash)
+            } else if let Some(t) = fresh(e, node, &cfg, &hash) {
+                return Ok(t);
+            } else {
+                let (n, id) = (node.clone(), url_id.clone());
+                let record = e.record.clone();
+                let (k, hd) = (key.clone(), headers.clone());
+                let job = tokio::spawn(async move {
+                    let (r, rec) = crate::validate::revalidate(n.clone(), k, hd, record).await;
+                    n.cache().settle(&id, hash, &r, rec);
+                    r
+                });
+                let (n, id) = (node.clone(), url_id.clone());
+                let flight: Flight = async move {
+                    job.await.unwrap_or_else(|e| {
+                        let r = Err(Failure::internal(format!("source request: {e}")));
+                        n.cache().settle(&id, hash, &r, None);
+                        r
+                    })
+                }
+                .boxed()
+                .shared();
+                e.flight = Some((flight.clone(), hash));
+                (flight, true)
+            }
+        };
+        let r = flight.await;
+        if mine {
+            return r;
         }
-    };
-    flight.await
+    }
+    Err(Failure::internal(format!(
+        "too many concurrent source requests for {} with different headers",
+        key.url
+    )))
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub(crate) async fn run(node: Supernode, task: Arc<Task>, resp: SourceResponse, 
         }
         node.cache().seed_failed(
             &task.url_id,
+            crate::cache::headers_hash(&task.headers),
             Failure {
                 code: StatusCode::BAD_GATEWAY,
                 message: e.to_string(),

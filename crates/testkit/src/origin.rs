@@ -71,6 +71,8 @@ pub struct FileOptions {
     pub fault_count: u32,
     /// Answer every request for the file with this status instead (e.g. 500, 403).
     pub status: Option<u16>,
+    /// Answer 403 unless the request has this header (name, value), e.g. Authorization.
+    pub require_header: Option<(String, String)>,
 }
 
 impl FileOptions {
@@ -92,6 +94,7 @@ impl FileOptions {
             fault: None,
             fault_count: 0,
             status: None,
+            require_header: None,
         }
     }
 }
@@ -308,6 +311,13 @@ async fn serve(
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, "fault injected by the test origin\n").into_response();
     }
+    if let Some(target) = path.strip_prefix("redirect/") {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, format!("/{target}"))
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
     let hdr = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     let if_none_match = hdr(header::IF_NONE_MATCH);
     let if_modified_since = hdr(header::IF_MODIFIED_SINCE);
@@ -328,6 +338,12 @@ async fn serve(
     if let Some(code) = opts.status {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, "fault injected by the test origin\n").into_response();
+    }
+    if let Some((name, value)) = &opts.require_header {
+        let got = headers.get(name.as_str()).and_then(|v| v.to_str().ok());
+        if got != Some(value.as_str()) {
+            return (StatusCode::FORBIDDEN, "missing credentials\n").into_response();
+        }
     }
     // RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since.
     let unchanged = match (if_none_match, if_modified_since) {
