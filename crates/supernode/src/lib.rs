@@ -9,6 +9,8 @@
 pub mod cache;
 pub mod config;
 mod metrics;
+mod oci;
+pub mod preheat;
 mod seed;
 mod service;
 mod validate;

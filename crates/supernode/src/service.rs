@@ -149,6 +149,7 @@ impl Supernode {
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
+            .merge(crate::preheat::router(self.clone()))
     }
 
     /// Takes back stale assignments now and then, until shutdown.
