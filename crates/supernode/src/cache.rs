@@ -36,6 +36,7 @@ pub struct CdnFile {
     ca_bundle: Option<PathBuf>,
     quota: Option<String>,
     idle_after: Option<String>,
+    piece_size: Option<String>,
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
 }
@@ -63,6 +64,8 @@ pub struct CdnConfig {
     pub quota: Option<Quota>,
     /// A task no peer has asked work for in this long (and not being seeded) may be evicted.
     pub idle_after: Duration,
+    /// Fixed piece size for new tasks instead of the size-based rule (for measurements).
+    pub piece_size: Option<u32>,
 }
 
 impl Default for CdnConfig {
@@ -77,6 +80,7 @@ impl Default for CdnConfig {
             ca_bundle: None,
             quota: None,
             idle_after: Duration::from_secs(30),
+            piece_size: None,
         }
     }
 }
@@ -126,6 +130,18 @@ impl CdnConfig {
             ca_bundle: f.ca_bundle.clone(),
             quota,
             idle_after: dur(&f.idle_after, "idle_after", d.idle_after)?,
+            piece_size: match &f.piece_size {
+                None => None,
+                Some(p) => {
+                    let v = parse_rate(p).ok().flatten().unwrap_or(0);
+                    if !(v.is_power_of_two() && (64 << 10..=64 << 20).contains(&v)) {
+                        return Err(ConfigError::Invalid(format!(
+                            "cdn.piece_size: '{p}' must be a power of two from 64K to 64M"
+                        )));
+                    }
+                    Some(v as u32)
+                }
+            },
         })
     }
 }

@@ -131,7 +131,10 @@ async fn seed_task(
     let seed = node.seed_id().clone();
     let total = resp.content_length;
     let layout = PieceLayout {
-        piece_size: piece_size_for(total),
+        piece_size: node
+            .cdn()
+            .piece_size
+            .unwrap_or_else(|| piece_size_for(total)),
         content_length: total,
     };
     let meta = TaskMeta {
