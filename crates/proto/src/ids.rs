@@ -93,7 +93,7 @@ pub enum TaskKeyError {
         reason: String,
     },
     /// A scheme we have no source client for.
-    #[error("unsupported URL scheme '{0}' (use http or https)")]
+    #[error("unsupported URL scheme '{0}' (use http, https or file)")]
     Scheme(String),
     /// A task id that is not 64 hex characters.
     #[error("malformed task id '{0}'")]
@@ -118,9 +118,11 @@ impl TaskKey {
         })?;
         match parsed.scheme() {
             "http" | "https" => {}
+            // A local path on the supernode, served only from its configured roots.
+            "file" if parsed.host_str().is_none_or(str::is_empty) => {}
             other => return Err(TaskKeyError::Scheme(other.to_owned())),
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
+        if parsed.scheme() != "file" && parsed.host_str().is_none_or(str::is_empty) {
             return Err(TaskKeyError::BadUrl {
                 url: url.chars().take(200).collect(),
                 reason: "no host".into(),

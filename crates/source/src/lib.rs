@@ -5,8 +5,12 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod file;
+
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use file::FileSource;
 
 use bytes::Bytes;
 use odonata_proto::messages::Header;
@@ -54,6 +58,14 @@ pub enum SourceError {
     /// The client could not be set up (e.g. an unreadable CA bundle).
     #[error("source client setup: {0}")]
     Setup(String),
+    /// The URL names something this client may not read (e.g. a file outside the roots).
+    #[error("source {url} is not allowed: {detail}")]
+    NotAllowed {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl SourceError {
@@ -70,9 +82,10 @@ impl SourceError {
         match self {
             SourceError::Status { status, .. } => status.is_server_error(),
             SourceError::Connect { .. } | SourceError::Body { .. } => true,
-            SourceError::BadHeader(_) | SourceError::BadAnswer { .. } | SourceError::Setup(_) => {
-                false
-            }
+            SourceError::BadHeader(_)
+            | SourceError::BadAnswer { .. }
+            | SourceError::Setup(_)
+            | SourceError::NotAllowed { .. } => false,
         }
     }
 }
@@ -101,6 +114,8 @@ pub struct SourceConfig {
     /// PEM file of extra CA certificates trusted for HTTPS sources (besides the built-in
     /// web roots).
     pub ca_bundle: Option<PathBuf>,
+    /// Directories `file://` URLs may read from; empty: file sources are off.
+    pub file_roots: Vec<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -109,6 +124,7 @@ impl Default for SourceConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             ca_bundle: None,
+            file_roots: Vec::new(),
         }
     }
 }
@@ -139,17 +155,48 @@ pub enum Fetched {
     Content(Box<SourceResponse>),
 }
 
-/// An HTTP(S) source client; cheap to clone.
+/// A place content comes from, asked with a range and validators. HTTP(S) and `file://`
+/// implement it; an object store (S3-compatible) can join behind the same calls.
+pub trait Source: Send + Sync {
+    /// Reads `url` with `cond`; a 304-style answer when the validators still match.
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        headers: &'a [Header],
+        cond: &'a Conditions,
+    ) -> futures_util::future::BoxFuture<'a, Result<Fetched, SourceError>>;
+}
+
+/// The source client of the seed and of fallbacks: HTTP(S) (rustls) and `file://` (only
+/// under configured roots), chosen by the URL's scheme; cheap to clone.
 #[derive(Clone)]
 pub struct HttpSource {
     client: reqwest::Client,
     cfg: SourceConfig,
+    file: FileSource,
+}
+
+impl Source for HttpSource {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        headers: &'a [Header],
+        cond: &'a Conditions,
+    ) -> futures_util::future::BoxFuture<'a, Result<Fetched, SourceError>> {
+        Box::pin(HttpSource::fetch(self, url, headers, cond))
+    }
+}
+
+/// Where a response's body comes from.
+enum Body {
+    Http(reqwest::Response),
+    File(tokio::fs::File),
 }
 
 /// Metadata and body of a successful answer.
 pub struct SourceResponse {
     url: String,
-    resp: reqwest::Response,
+    body: Body,
     idle: Duration,
     /// Total length of the content (not of this answer), when known.
     pub content_length: Option<u64>,
@@ -166,7 +213,16 @@ pub struct SourceResponse {
 impl SourceResponse {
     /// The next chunk of the body; None at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
-        match tokio::time::timeout(self.idle, self.resp.chunk()).await {
+        let resp = match &mut self.body {
+            Body::Http(r) => r,
+            Body::File(f) => {
+                return file::read_chunk(f).await.map_err(|e| SourceError::Body {
+                    url: self.url.clone(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        match tokio::time::timeout(self.idle, resp.chunk()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(SourceError::Body {
                 url: self.url.clone(),
@@ -208,7 +264,8 @@ impl HttpSource {
             url: String::new(),
             detail: root_cause(&e),
         })?;
-        Ok(Self { client, cfg })
+        let file = FileSource::new(cfg.file_roots.clone());
+        Ok(Self { client, cfg, file })
     }
 
     /// Turns the user's headers into a header map, refusing what cannot be sent.
@@ -251,6 +308,9 @@ impl HttpSource {
         headers: &[Header],
         cond: &Conditions,
     ) -> Result<Fetched, SourceError> {
+        if url.scheme() == "file" {
+            return self.file.open(url, cond).await;
+        }
         let mut map = Self::header_map(headers)?;
         let from = cond.from.filter(|f| *f > 0);
         if let Some(from) = from {
@@ -325,7 +385,7 @@ impl HttpSource {
         };
         Ok(Fetched::Content(Box::new(SourceResponse {
             url: url.to_string(),
-            resp,
+            body: Body::Http(resp),
             idle: self.cfg.idle_timeout,
             content_length,
             partial,

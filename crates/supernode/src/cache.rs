@@ -37,6 +37,8 @@ pub struct CdnFile {
     quota: Option<String>,
     idle_after: Option<String>,
     piece_size: Option<String>,
+    #[serde(default)]
+    file_roots: Vec<PathBuf>,
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
 }
@@ -66,6 +68,8 @@ pub struct CdnConfig {
     pub idle_after: Duration,
     /// Fixed piece size for new tasks instead of the size-based rule (for measurements).
     pub piece_size: Option<u32>,
+    /// Directories `file://` URLs may be seeded from (none: file sources off).
+    pub file_roots: Vec<PathBuf>,
 }
 
 impl Default for CdnConfig {
@@ -81,6 +85,7 @@ impl Default for CdnConfig {
             quota: None,
             idle_after: Duration::from_secs(30),
             piece_size: None,
+            file_roots: Vec::new(),
         }
     }
 }
@@ -130,6 +135,7 @@ impl CdnConfig {
             ca_bundle: f.ca_bundle.clone(),
             quota,
             idle_after: dur(&f.idle_after, "idle_after", d.idle_after)?,
+            file_roots: f.file_roots.clone(),
             piece_size: match &f.piece_size {
                 None => None,
                 Some(p) => {

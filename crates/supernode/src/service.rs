@@ -119,6 +119,7 @@ impl Supernode {
         let source = HttpSource::new(SourceConfig {
             idle_timeout: cfg.cdn.source_idle_timeout,
             ca_bundle: cfg.cdn.ca_bundle.clone(),
+            file_roots: cfg.cdn.file_roots.clone(),
             ..SourceConfig::default()
         })?;
         let cache = crate::cache::Cache::open(&cfg.home)?;

@@ -139,3 +139,39 @@ async fn a_source_without_validators_is_served_for_its_freshness_time_then_refet
     assert_eq!(origin.requests_for("n.bin"), 2, "fetched again once stale");
     assert_eq!(sha256_file(&out).unwrap(), sha256_hex(&v2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_urls_are_seeded_from_configured_roots_only_and_revalidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("pub");
+    std::fs::create_dir_all(&root).unwrap();
+    let f = root.join("f.bin");
+    let v1 = sample(LEN, 8);
+    std::fs::write(&f, &v1).unwrap();
+    std::fs::write(d.join("private.bin"), b"secret").unwrap();
+    let sn = Supernode::start_with_config(
+        d,
+        &format!(
+            "cdn:\n  revalidate_after: 0s\n  file_roots: [{}]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let url = format!("file://{}", f.display());
+    let out = d.join("out.bin");
+    ok(&get(d, "a", &sn, &url, &out));
+    assert_eq!(sha256_file(&out).unwrap(), sha256_hex(&v1));
+    let v2 = sample(LEN, 9);
+    std::fs::write(&f, &v2).unwrap();
+    ok(&get(d, "b", &sn, &url, &out));
+    assert_eq!(sha256_file(&out).unwrap(), sha256_hex(&v2));
+    let o = get(
+        d,
+        "c",
+        &sn,
+        &format!("file://{}/private.bin", d.display()),
+        &d.join("p.out"),
+    );
+    assert!(error_line(&o).contains("outside the configured file_roots"));
+}
