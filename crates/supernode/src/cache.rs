@@ -166,6 +166,10 @@ pub(crate) struct CacheRecord {
     pub(crate) last_modified: Option<String>,
     /// When the version was fetched (ms since the epoch).
     pub(crate) fetched_at_ms: u64,
+    /// The source can be asked again from the record alone (the URL is the canonical one
+    /// and no headers were needed), so a restart may resume the copy by itself.
+    #[serde(default)]
+    pub(crate) resumable: bool,
 }
 
 impl CacheRecord {
@@ -425,6 +429,44 @@ pub(crate) async fn resolve(
         "too many concurrent source requests for {} with different headers",
         key.url
     )))
+}
+
+/// After a restart, resumes every partial copy whose record allows it, without waiting
+/// for a peer to ask again.
+pub(crate) async fn resume_partial(node: Supernode) {
+    let Ok(dir) = std::fs::read_dir(&node.cache().dir) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| TaskId::parse(n).ok())
+        else {
+            continue;
+        };
+        let Some(rec) = node.cache().load_record(&id) else {
+            continue;
+        };
+        let partial = node
+            .store()
+            .get(&rec.version)
+            .is_some_and(|d| !d.is_complete());
+        if !(rec.resumable && partial) {
+            continue;
+        }
+        let Ok(key) = TaskKey::new(&rec.url, &[]) else {
+            continue;
+        };
+        tracing::info!(url = %rec.url, "resuming a partial copy after restart");
+        let n = node.clone();
+        tokio::spawn(async move {
+            if let Err(f) = resolve(&n, key, Vec::new()).await {
+                tracing::warn!(error = %f.message, "resuming after restart failed");
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub async fn run(
     let upload_port = upload.local_addr()?.port();
     let node = Supernode::new(cfg, store.clone(), upload_port, upload_stats.clone())?;
     let expiry = node.clone().expire_loop(shutdown.clone());
+    tokio::spawn(cache::resume_partial(node.clone()));
     let control_app = node.router();
     let upload_app = upload_router(store, upload_stats, None);
     let s1 = shutdown.clone();

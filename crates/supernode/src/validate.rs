@@ -213,6 +213,7 @@ fn new_or_resumed(
         etag: resp.etag.clone(),
         last_modified: resp.last_modified.clone(),
         fetched_at_ms: now_ms(),
+        resumable: headers.is_empty() && key.url.as_str() == key.canonical,
     };
     if let Err(e) = node.cache().save_record(url_id, &rec) {
         tracing::warn!(url = %key.url, error = %e, "could not save the cache record");
