@@ -3,7 +3,7 @@
 # Idempotent: apt runs only when something is missing.
 set -euo pipefail
 
-APT_PACKAGES=(iproute2 curl procps)
+APT_PACKAGES=(iproute2 curl procps openssl)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

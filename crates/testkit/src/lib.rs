@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod origin;
+mod tls;
 
 use bytes::Bytes;
 use rand::{RngCore, SeedableRng};

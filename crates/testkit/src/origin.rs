@@ -157,6 +157,27 @@ pub struct Origin {
 impl Origin {
     /// Serves `files` (name → content) on `listener`, each response at most `rate` B/s.
     pub async fn start(listener: TcpListener, files: HashMap<String, Bytes>, rate: u64) -> Self {
+        Self::start_with(listener, files, rate, None).await
+    }
+
+    /// Like [`Origin::start`], but HTTPS with the PEM certificate chain and key given.
+    pub async fn start_tls(
+        listener: TcpListener,
+        files: HashMap<String, Bytes>,
+        rate: u64,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let acceptor = crate::tls::acceptor(cert, key)?;
+        Ok(Self::start_with(listener, files, rate, Some(acceptor)).await)
+    }
+
+    async fn start_with(
+        listener: TcpListener,
+        files: HashMap<String, Bytes>,
+        rate: u64,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into());
@@ -178,9 +199,14 @@ impl Origin {
         let stop = CancellationToken::new();
         let s = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
+            match tls {
+                Some(acceptor) => crate::tls::serve(listener, app, acceptor, s).await,
+                None => {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { s.cancelled().await })
+                        .await;
+                }
+            }
         });
         Self {
             addr,
