@@ -78,6 +78,9 @@ pub struct RunRecord {
     pub load_end: String,
     /// Unix time of the start.
     pub started_unix: u64,
+    /// The Odonata commit the binaries were built from (as checked out when run).
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// The file every system moves, made once per size.
@@ -203,7 +206,18 @@ fn new_record(spec: &RunSpec) -> RunRecord {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        commit: commit(),
     }
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The record of a row that cannot run here.
