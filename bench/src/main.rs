@@ -218,9 +218,17 @@ fn run_matrix(m: &Matrix) -> anyhow::Result<()> {
     if let Some(p) = m.out.parent() {
         std::fs::create_dir_all(p)?;
     }
+    if m.delay_ms > 0 && !odonata_testkit::netns::has_netem() {
+        // Said once, recorded per row, and no payload made for rows that cannot run.
+        eprintln!(
+            "odonata-bench: every row of this matrix cannot run here: {} ms delay needs the \
+             netem qdisc, which this kernel lacks",
+            m.delay_ms
+        );
+    }
     let result = (|| -> anyhow::Result<()> {
         for &size in &sizes {
-            let payload = Payload::make(&work, size)?;
+            let mut payload: Option<Payload> = None;
             for &peers in &m.peers {
                 for &system in &m.systems {
                     if interrupted() {
@@ -239,8 +247,17 @@ fn run_matrix(m: &Matrix) -> anyhow::Result<()> {
                             m.timeout_s.unwrap_or(bound_s as u64 * 10 + 60),
                         ),
                     };
-                    let rec = run::run(&spec, &payload, &work)
-                        .with_context(|| format!("run {}", describe(&spec)))?;
+                    let rec = match run::skip_reason(&spec) {
+                        Some(why) => run::skipped(&spec, why),
+                        None => {
+                            if payload.is_none() {
+                                payload = Some(Payload::make(&work, size)?);
+                            }
+                            let p = payload.as_ref().context("payload")?;
+                            run::run(&spec, p, &work)
+                                .with_context(|| format!("run {}", describe(&spec)))?
+                        }
+                    };
                     let line = serde_json::to_string(&rec)?;
                     println!("{line}");
                     let mut f = std::fs::OpenOptions::new()
@@ -262,7 +279,9 @@ fn run_matrix(m: &Matrix) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(p);
         }
     }
-    eprintln!("odonata-bench: logs in {}", work.display());
+    if std::fs::remove_dir(&work).is_err() {
+        eprintln!("odonata-bench: logs in {}", work.display());
+    }
     result
 }
 

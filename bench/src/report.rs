@@ -66,21 +66,22 @@ pub fn table(recs: &[RunRecord]) -> String {
     let mut s = String::from(
         "| system | F MiB | N | peer / origin Mbit/s | delay ms | all done s | bound T s | ratio | \
          median peer s | origin egress ×F | sha256 ok | peer daemon peak RSS MiB | peer daemon CPU s/GB | \
-         supernode/seed CPU s | load at start |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         supernode/seed CPU s | load at start | commit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in recs {
         if let Some(why) = &r.skipped {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} / {} | {} | {why} | | | | | | | | | {} |",
+                "| {} | {} | {} | {} / {} | {} | {why} | | | | | | | | | {} | {} |",
                 r.system,
                 r.file_bytes >> 20,
                 r.peers,
                 r.peer_mbit,
                 r.origin_mbit,
                 r.delay_ms,
-                r.load_start
+                r.load_start,
+                r.commit
             );
             continue;
         }
@@ -95,7 +96,7 @@ pub fn table(recs: &[RunRecord]) -> String {
             .map(|p| p.cpu_s);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} / {} | {} | {} | {:.2} | {} | {} | {:.3} | {}/{} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} | {} | {} | {:.2} | {} | {} | {:.3} | {}/{} | {} | {} | {} | {} | {} |",
             r.system,
             r.file_bytes >> 20,
             r.peers,
@@ -112,7 +113,8 @@ pub fn table(recs: &[RunRecord]) -> String {
             opt(rss, 1),
             opt(cpu, 2),
             opt(seed_cpu, 1),
-            r.load_start
+            r.load_start,
+            r.commit
         );
     }
     s

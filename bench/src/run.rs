@@ -67,6 +67,9 @@ pub struct RunRecord {
     pub sha256_ok: usize,
     /// Failures, one line each.
     pub failures: Vec<String>,
+    /// Each client's last output line (dfget says where its pieces came from).
+    #[serde(default)]
+    pub client_notes: Vec<String>,
     /// CPU and peak RSS of every long-running process.
     pub procs: Vec<ProcStat>,
     /// Load averages (1, 5, 15 min) at the start and at the end.
@@ -75,6 +78,9 @@ pub struct RunRecord {
     pub load_end: String,
     /// Unix time of the start.
     pub started_unix: u64,
+    /// The Odonata commit the binaries were built from (as checked out when run).
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// The file every system moves, made once per size.
@@ -157,19 +163,28 @@ struct Setup {
     daemons: Vec<(u32, String, String)>,
 }
 
-/// Runs one row and returns its record.
-pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<RunRecord> {
+/// Why a row cannot run on this machine, if it cannot.
+pub fn skip_reason(spec: &RunSpec) -> Option<String> {
+    (spec.delay_ms > 0 && !netem_available()).then(|| {
+        format!(
+            "cannot run here: {} ms delay needs the netem qdisc, which this kernel lacks",
+            spec.delay_ms
+        )
+    })
+}
+
+fn new_record(spec: &RunSpec) -> RunRecord {
     let mbit = |m: u64| m as f64 * 1e6 / 8.0;
     let peer_rates = vec![mbit(spec.peer_mbit); spec.peers];
     let bound = lower_bound(
-        payload.size,
+        spec.size,
         mbit(spec.origin_mbit),
         mbit(spec.peer_mbit),
         &peer_rates,
     );
-    let mut rec = RunRecord {
+    RunRecord {
         system: spec.system.name().to_owned(),
-        file_bytes: payload.size,
+        file_bytes: spec.size,
         peers: spec.peers,
         peer_mbit: spec.peer_mbit,
         origin_mbit: spec.origin_mbit,
@@ -183,6 +198,7 @@ pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<Run
         origin_egress_ratio: 0.0,
         sha256_ok: 0,
         failures: Vec::new(),
+        client_notes: Vec::new(),
         procs: Vec::new(),
         load_start: load_average(),
         load_end: String::new(),
@@ -190,21 +206,45 @@ pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<Run
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-    };
-    if spec.delay_ms > 0 && !has_netem() {
-        let why = format!(
-            "cannot run here: {} ms delay needs the netem qdisc, which this kernel lacks",
-            spec.delay_ms
-        );
-        eprintln!("odonata-bench: row {} skipped: {why}", describe(spec));
-        rec.skipped = Some(why);
-        return Ok(rec);
+        commit: commit(),
     }
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The record of a row that cannot run here.
+pub fn skipped(spec: &RunSpec, why: String) -> RunRecord {
+    let mut rec = new_record(spec);
+    rec.per_peer_s = Vec::new();
+    rec.skipped = Some(why);
+    rec
+}
+
+/// Runs one row and returns its record.
+pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<RunRecord> {
+    let mut rec = new_record(spec);
+    let bound = rec.lower_bound_s;
     let run_dir = work.join(format!(
-        "{}-{}-n{}",
+        "{}-{}-n{}-{}M-origin{}M",
         spec.system.name(),
         payload.size,
-        spec.peers
+        spec.peers,
+        spec.peer_mbit,
+        spec.origin_mbit
     ));
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir)?;
@@ -340,6 +380,8 @@ pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<Run
     for c in &clients {
         let i: usize = c.name.trim_start_matches('p').parse().unwrap_or(1);
         rec.per_peer_s[i - 1] = c.done_at;
+        rec.client_notes
+            .push(format!("{}: {}", c.name, last_line(&c.log)));
         if let Some(e) = &c.error {
             rec.failures.push(format!("{}: {e}", c.name));
         }
@@ -378,6 +420,12 @@ pub fn run(spec: &RunSpec, payload: &Payload, work: &Path) -> anyhow::Result<Run
         }
     }
     Ok(rec)
+}
+
+/// Whether netem exists, probed once per process.
+fn netem_available() -> bool {
+    static NETEM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NETEM.get_or_init(has_netem)
 }
 
 /// One line naming a row.
