@@ -31,6 +31,8 @@ pub struct Config {
     pub peer_upload_slots: u32,
     /// Concurrent uploads the seed is asked to serve at most.
     pub seed_upload_slots: u32,
+    /// Transfers one peer may have in flight from the seed at once.
+    pub seed_slots_per_peer: u32,
     /// Extra cost of the seed as a parent, in units of one in-flight upload.
     pub seed_penalty: u32,
     /// An assignment not reported within this time is taken back.
@@ -47,6 +49,7 @@ impl Default for Config {
             parents_per_piece: 3,
             peer_upload_slots: 4,
             seed_upload_slots: 8,
+            seed_slots_per_peer: 2,
             seed_penalty: 3,
             inflight_timeout: Duration::from_secs(60),
             failures_before_dead: 3,

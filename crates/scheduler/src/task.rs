@@ -32,6 +32,8 @@ struct Peer {
     have: Vec<bool>,
     have_count: u32,
     inflight: HashMap<u32, Inflight>,
+    /// Of this peer's transfers in flight, those charged to the seed.
+    from_seed: u32,
     uploading: u32,
     served: u64,
     failures: u32,
@@ -128,6 +130,7 @@ impl TaskSchedule {
             have: Vec::new(),
             have_count: 0,
             inflight: HashMap::new(),
+            from_seed: 0,
             uploading: 0,
             served: 0,
             failures: 0,
@@ -182,12 +185,34 @@ impl TaskSchedule {
 
     fn eligible(&self, parent: Idx, asker: Idx) -> bool {
         let p = &self.peers[parent];
-        let slots = if p.is_seed {
-            self.cfg.seed_upload_slots
+        let ok = if p.is_seed {
+            // A few transfers from the seed per peer, so its one copy of each piece goes
+            // to many peers at once and they all start forwarding early.
+            p.uploading < self.cfg.seed_upload_slots
+                && self.peers[asker].from_seed < self.cfg.seed_slots_per_peer
         } else {
-            self.cfg.peer_upload_slots
+            p.uploading < self.cfg.peer_upload_slots
         };
-        parent != asker && !p.blocked && !p.dead && p.uploading < slots
+        parent != asker && !p.blocked && !p.dead && ok
+    }
+
+    /// Adds (`up`) or removes one transfer of `asker`'s on `parent`'s upload slots.
+    fn charge(&mut self, asker: Idx, parent: Idx, up: bool) {
+        let is_seed = self.peers[parent].is_seed;
+        let p = &mut self.peers[parent];
+        p.uploading = if up {
+            p.uploading + 1
+        } else {
+            p.uploading.saturating_sub(1)
+        };
+        if is_seed {
+            let a = &mut self.peers[asker];
+            a.from_seed = if up {
+                a.from_seed + 1
+            } else {
+                a.from_seed.saturating_sub(1)
+            };
+        }
     }
 
     fn cost(&self, parent: Idx) -> u32 {
@@ -241,7 +266,7 @@ impl TaskSchedule {
             }
             let n = num as usize;
             let Some(info) = self.pieces[n] else { continue };
-            self.peers[parents[0]].uploading += 1;
+            self.charge(me, parents[0], true);
             self.inflight_count[n] += 1;
             out.push(Decision {
                 num,
@@ -330,8 +355,7 @@ impl TaskSchedule {
     fn end_inflight(&mut self, me: Idx, num: u32) -> Option<Inflight> {
         let f = self.peers[me].inflight.remove(&num)?;
         if let Some(&c) = f.parents.get(f.charged) {
-            let p = &mut self.peers[c];
-            p.uploading = p.uploading.saturating_sub(1);
+            self.charge(me, c, false);
         }
         let n = num as usize;
         self.inflight_count[n] = self.inflight_count[n].saturating_sub(1);
@@ -386,15 +410,17 @@ impl TaskSchedule {
             return;
         };
         // Move the upload charge off the failed parent to the next candidate.
+        let mut moved = None;
         if let Some(f) = self.peers[me].inflight.get_mut(&fail.num) {
             if f.parents.get(f.charged) == Some(&parent) {
                 f.charged += 1;
-                let next = f.parents.get(f.charged).copied();
-                let old = &mut self.peers[parent];
-                old.uploading = old.uploading.saturating_sub(1);
-                if let Some(next) = next {
-                    self.peers[next].uploading += 1;
-                }
+                moved = Some(f.parents.get(f.charged).copied());
+            }
+        }
+        if let Some(next) = moved {
+            self.charge(me, parent, false);
+            if let Some(next) = next {
+                self.charge(me, next, true);
             }
         }
         let p = &mut self.peers[parent];

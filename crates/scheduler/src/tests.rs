@@ -184,6 +184,7 @@ fn seed_slots_bound_concurrent_uploads() {
     for i in 0..50 {
         total += s.assign(&peer(i), 8, now).len();
     }
+    assert!(s.peers().iter().all(|p| p.uploading <= 8));
     assert_eq!(total as u32, Config::default().seed_upload_slots);
 }
 
@@ -236,4 +237,21 @@ proptest! {
         prop_assert!(complete);
         prop_assert!(s.peers().iter().all(|p| p.uploading == 0));
     }
+}
+
+#[test]
+fn the_seed_spreads_its_copy_over_many_peers() {
+    // 8 peers each able to take 8 pieces; the seed's 8 slots go to 4 peers, 2 each, not
+    // all to the first peer that asks.
+    let mut s = schedule(64, 8);
+    let now = Instant::now();
+    let mut takers = 0;
+    for i in 0..8 {
+        let n = s.assign(&peer(i), 8, now).len();
+        assert!(n <= 2, "peer {i} got {n} transfers from the seed");
+        if n > 0 {
+            takers += 1;
+        }
+    }
+    assert_eq!(takers, 4);
 }

@@ -16,7 +16,7 @@ use odonata_storage::Store;
 use crate::{acquire, Limiter};
 
 /// Bytes read from disk per body chunk.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Counters of what the upload server served.
 #[derive(Default, Debug)]
