@@ -14,20 +14,15 @@ use odonata_daemon::api::{Event, Outcome, Via};
 use odonata_daemon::client::{download_via_daemon, ClientError};
 use odonata_daemon::{download_in_process, socket_path, EngineConfig};
 
+use odonata_transfer::runtime::init_logging;
+
 use crate::args::{Args, Plan};
 use crate::progress::Progress;
 
 fn main() -> ExitCode {
     let args = Args::parse();
     // Errors reach the user as one line of our own; logs only with -v (or RUST_LOG).
-    let level = if args.verbose { "debug" } else { "off" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(if args.verbose { "debug" } else { "off" });
     let plan = match args.plan() {
         Ok(p) => p,
         Err(e) => {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use odonata_supernode::config::{Args, SupernodeConfig};
-use tokio_util::sync::CancellationToken;
+use odonata_transfer::runtime::{grace_period, init_logging, shutdown_on_signal};
 
 #[tokio::main]
 async fn main() {
@@ -15,14 +15,7 @@ async fn main() {
 
 async fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = if args.verbose { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(if args.verbose { "debug" } else { "info" });
     let cfg = SupernodeConfig::resolve(&args)?;
     let control = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -36,22 +29,11 @@ async fn real_main() -> anyhow::Result<()> {
         home = %cfg.home.display(),
         "supernode listening"
     );
-    let shutdown = CancellationToken::new();
-    let stopper = shutdown.clone();
-    tokio::spawn(async move {
-        odonata_transfer::shutdown_signal().await;
-        stopper.cancel();
-    });
+    let shutdown = shutdown_on_signal();
     let grace = shutdown.clone();
     tokio::select! {
         r = odonata_supernode::run(cfg, control, upload, shutdown) => r?,
         () = grace_period(grace) => tracing::warn!("connections still open after the grace period; exiting"),
     }
     Ok(())
-}
-
-/// Resolves a while after shutdown began: long downloads must not hold the process forever.
-async fn grace_period(token: CancellationToken) {
-    token.cancelled().await;
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
 }

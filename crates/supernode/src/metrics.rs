@@ -1,9 +1,9 @@
 //! Prometheus text-format counters of the supernode.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use odonata_transfer::runtime::{render_metrics, Metric};
 use odonata_transfer::UploadStats;
 
 /// A monotonically increasing counter.
@@ -46,65 +46,63 @@ impl Metrics {
     }
 
     pub(crate) fn render(&self, tasks: usize) -> String {
-        let mut out = String::new();
-        let mut put = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        put(
-            "odonata_supernode_tasks",
-            "Tasks known.",
-            "gauge",
-            tasks as u64,
+        let mut m: Vec<Metric<'_>> = vec![
+            (
+                "odonata_supernode_tasks",
+                "Tasks known.",
+                "gauge",
+                tasks as u64,
+            ),
+            (
+                "odonata_supernode_registrations_total",
+                "Peer registrations.",
+                "counter",
+                self.registrations.get(),
+            ),
+            (
+                "odonata_supernode_seeds_started_total",
+                "Seeds started (source fetches).",
+                "counter",
+                self.seeds_started.get(),
+            ),
+            (
+                "odonata_supernode_source_bytes_total",
+                "Bytes read from sources.",
+                "counter",
+                self.source_bytes.get(),
+            ),
+            (
+                "odonata_supernode_assignments_total",
+                "Piece assignments handed to peers.",
+                "counter",
+                self.assignments.get(),
+            ),
+            (
+                "odonata_supernode_piece_failures_total",
+                "Failed piece transfers reported by peers.",
+                "counter",
+                self.piece_failures.get(),
+            ),
+            (
+                "odonata_supernode_upload_bytes_total",
+                "Piece bytes served by the seed.",
+                "counter",
+                self.upload.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "odonata_supernode_upload_pieces_total",
+                "Pieces served by the seed.",
+                "counter",
+                self.upload.pieces.load(Ordering::Relaxed),
+            ),
+        ];
+        m.extend(
+            self.cdn
+                .all()
+                .into_iter()
+                .map(|(name, help, c)| (name, help, "counter", c.get())),
         );
-        put(
-            "odonata_supernode_registrations_total",
-            "Peer registrations.",
-            "counter",
-            self.registrations.get(),
-        );
-        put(
-            "odonata_supernode_seeds_started_total",
-            "Seeds started (source fetches).",
-            "counter",
-            self.seeds_started.get(),
-        );
-        put(
-            "odonata_supernode_source_bytes_total",
-            "Bytes read from sources.",
-            "counter",
-            self.source_bytes.get(),
-        );
-        put(
-            "odonata_supernode_assignments_total",
-            "Piece assignments handed to peers.",
-            "counter",
-            self.assignments.get(),
-        );
-        put(
-            "odonata_supernode_piece_failures_total",
-            "Failed piece transfers reported by peers.",
-            "counter",
-            self.piece_failures.get(),
-        );
-        for (name, help, c) in self.cdn.all() {
-            put(name, help, "counter", c.get());
-        }
-        put(
-            "odonata_supernode_upload_bytes_total",
-            "Piece bytes served by the seed.",
-            "counter",
-            self.upload.bytes.load(Ordering::Relaxed),
-        );
-        put(
-            "odonata_supernode_upload_pieces_total",
-            "Pieces served by the seed.",
-            "counter",
-            self.upload.pieces.load(Ordering::Relaxed),
-        );
-        out
+        render_metrics(&m)
     }
 }
 

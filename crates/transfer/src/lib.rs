@@ -8,9 +8,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod client;
+pub mod runtime;
 mod server;
 
 pub use client::{FetchError, PieceClient};
+pub use runtime::shutdown_signal;
 pub use server::{upload_router, UploadStats};
 
 use std::sync::Arc;
@@ -46,22 +48,5 @@ pub async fn acquire(limits: &[Limiter], n: usize) {
             l.acquire(bite).await;
             left -= bite;
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM (for the binaries' graceful shutdown).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
