@@ -18,7 +18,7 @@
 
 mod task;
 
-pub use task::{Decision, PeerSnapshot, TaskSchedule};
+pub use task::{Decision, TaskSchedule};
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use odonata_proto::messages::{FailReason, PieceDone, PieceFailed};
+use odonata_proto::messages::{FailReason, PeerInfo, PieceDone, PieceFailed};
 use odonata_proto::{PeerId, PieceDigest};
 
 use crate::Config;
@@ -58,27 +58,6 @@ pub struct Decision {
     pub digest: PieceDigest,
     /// Parents as (id, upload address, is the seed), best first.
     pub parents: Vec<(PeerId, String, bool)>,
-}
-
-/// A peer's standing, for operators and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerSnapshot {
-    /// Its id.
-    pub id: PeerId,
-    /// Upload address.
-    pub addr: String,
-    /// Is it the seed.
-    pub is_seed: bool,
-    /// Pieces held.
-    pub pieces: u32,
-    /// Blocked for serving corrupt data.
-    pub blocked: bool,
-    /// Unreachable or gone.
-    pub dead: bool,
-    /// Uploads in flight.
-    pub uploading: u32,
-    /// Pieces served successfully.
-    pub served: u64,
 }
 
 /// Schedule state of one task.
@@ -137,6 +116,22 @@ impl TaskSchedule {
             blocked: false,
             dead: false,
         });
+    }
+
+    /// Joins `id` at `addr` as a peer, retiring any other live peer at the same address:
+    /// one address is one daemon, so that is a restarted daemon under a new id, and the old
+    /// id's assignments would otherwise hold upload slots until they expire.
+    pub fn join_replacing(&mut self, id: &PeerId, addr: &str) {
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|p| !p.is_seed && !p.dead && p.addr == addr && &p.id != id)
+            .map(|p| p.id.clone())
+            .collect();
+        for old in &stale {
+            self.leave(old);
+        }
+        self.join(id, addr, false);
     }
 
     /// Whether the peer is known.
@@ -464,11 +459,11 @@ impl TaskSchedule {
     }
 
     /// Every peer's standing.
-    pub fn peers(&self) -> Vec<PeerSnapshot> {
+    pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers
             .iter()
-            .map(|p| PeerSnapshot {
-                id: p.id.clone(),
+            .map(|p| PeerInfo {
+                peer_id: p.id.clone(),
                 addr: p.addr.clone(),
                 is_seed: p.is_seed,
                 pieces: p.have_count,

@@ -127,7 +127,7 @@ fn corrupt_parent_is_blocked_and_never_chosen_again() {
             assert!(d.parents.iter().all(|p| p.0 != peer(0)));
         }
     }
-    assert!(s.peers().iter().any(|p| p.id == peer(0) && p.blocked));
+    assert!(s.peers().iter().any(|p| p.peer_id == peer(0) && p.blocked));
 }
 
 #[test]
@@ -171,7 +171,11 @@ fn claims_of_unknown_pieces_are_ignored() {
     let mut s = schedule(2, 1);
     s.finished(&peer(0), &done(99, &seed()));
     assert_eq!(
-        s.peers().iter().find(|p| p.id == peer(0)).unwrap().pieces,
+        s.peers()
+            .iter()
+            .find(|p| p.peer_id == peer(0))
+            .unwrap()
+            .pieces,
         0
     );
 }
@@ -229,7 +233,7 @@ proptest! {
                 }
             }
             let snap = s.peers();
-            if (0..peers).all(|i| snap.iter().any(|p| p.id == peer(i) && p.pieces == pieces)) {
+            if (0..peers).all(|i| snap.iter().any(|p| p.peer_id == peer(i) && p.pieces == pieces)) {
                 complete = true;
                 break;
             }

@@ -360,19 +360,7 @@ async fn register(
             format!("source {} did not answer in time", task.key.url),
         ));
     };
-    // One address is one daemon: a peer back under a new id (a restarted daemon) replaces
-    // the old one, whose assignments would otherwise hold upload slots until they expire.
-    let stale: Vec<PeerId> = inner
-        .sched
-        .peers()
-        .into_iter()
-        .filter(|p| !p.is_seed && p.addr == req.peer_addr && p.id != req.peer_id && !p.dead)
-        .map(|p| p.id)
-        .collect();
-    for old in &stale {
-        inner.sched.leave(old);
-    }
-    inner.sched.join(&req.peer_id, &req.peer_addr, false);
+    inner.sched.join_replacing(&req.peer_id, &req.peer_addr);
     Ok(Json(RegisterResponse {
         task_id: task.id.clone(),
         layout,
@@ -502,14 +490,12 @@ async fn task_info(
             .peers()
             .into_iter()
             .map(|p| PeerInfo {
-                addr: if p.is_seed { seed_addr.clone() } else { p.addr },
-                peer_id: p.id,
-                is_seed: p.is_seed,
-                pieces: p.pieces,
-                blocked: p.blocked,
-                dead: p.dead,
-                uploading: p.uploading,
-                served: p.served,
+                addr: if p.is_seed {
+                    seed_addr.clone()
+                } else {
+                    p.addr.clone()
+                },
+                ..p
             })
             .collect(),
     }))
