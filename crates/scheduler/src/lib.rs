@@ -33,6 +33,8 @@ pub struct Config {
     pub seed_upload_slots: u32,
     /// Transfers one peer may have in flight from the seed at once.
     pub seed_slots_per_peer: u32,
+    /// How long a piece in flight keeps the seed from sending it again.
+    pub seed_once_window: Duration,
     /// Extra cost of the seed as a parent, in units of one in-flight upload.
     pub seed_penalty: u32,
     /// An assignment not reported within this time is taken back.
@@ -50,6 +52,7 @@ impl Default for Config {
             peer_upload_slots: 4,
             seed_upload_slots: 8,
             seed_slots_per_peer: 2,
+            seed_once_window: Duration::from_secs(10),
             seed_penalty: 3,
             inflight_timeout: Duration::from_secs(60),
             failures_before_dead: 3,

@@ -67,6 +67,8 @@ pub struct TaskSchedule {
     pieces: Vec<Option<PieceInfo>>,
     holders: Vec<Vec<Idx>>,
     inflight_count: Vec<u32>,
+    /// When each piece was last handed out (for the seed-once rule's window).
+    assigned_at: Vec<Option<Instant>>,
     peers: Vec<Peer>,
     index: HashMap<PeerId, Idx>,
 }
@@ -87,6 +89,7 @@ impl TaskSchedule {
             pieces: Vec::new(),
             holders: Vec::new(),
             inflight_count: Vec::new(),
+            assigned_at: Vec::new(),
             peers: Vec::new(),
             index: HashMap::new(),
         }
@@ -158,6 +161,7 @@ impl TaskSchedule {
             self.pieces.resize(n + 1, None);
             self.holders.resize_with(n + 1, Vec::new);
             self.inflight_count.resize(n + 1, 0);
+            self.assigned_at.resize(n + 1, None);
         }
         self.pieces[n] = Some(PieceInfo { len, digest });
         if let Some(&i) = self.index.get(holder) {
@@ -255,7 +259,7 @@ impl TaskSchedule {
             if out.len() as u32 >= want {
                 break;
             }
-            let parents = self.choose_parents(me, num);
+            let parents = self.choose_parents(me, num, now);
             if parents.is_empty() {
                 continue;
             }
@@ -263,6 +267,7 @@ impl TaskSchedule {
             let Some(info) = self.pieces[n] else { continue };
             self.charge(me, parents[0], true);
             self.inflight_count[n] += 1;
+            self.assigned_at[n] = Some(now);
             out.push(Decision {
                 num,
                 len: info.len,
@@ -287,7 +292,7 @@ impl TaskSchedule {
         out
     }
 
-    fn choose_parents(&self, me: Idx, num: u32) -> Vec<Idx> {
+    fn choose_parents(&self, me: Idx, num: u32, now: Instant) -> Vec<Idx> {
         let holders = &self.holders[num as usize];
         let total = holders.len();
         let sample = total.min(self.cfg.parent_sample);
@@ -304,7 +309,7 @@ impl TaskSchedule {
         // already on its way somewhere, the asker waits for a peer copy instead. The seed's
         // uplink is the scarcest link in the swarm; a second copy from it delays a fresh one.
         if scored.first().is_some_and(|&(_, i)| self.peers[i].is_seed)
-            && self.spread_elsewhere(num, me)
+            && self.spread_elsewhere(num, me, now)
         {
             return Vec::new();
         }
@@ -332,11 +337,14 @@ impl TaskSchedule {
         chosen
     }
 
-    /// Whether piece `num` is held by a live peer other than the seed, or in flight to
-    /// anyone but `me`.
-    fn spread_elsewhere(&self, num: u32, me: Idx) -> bool {
+    /// Whether piece `num` is held by a live peer other than the seed, or was handed out
+    /// recently enough that the transfer is presumably under way. Past the window a
+    /// transfer may belong to a peer that died without a word; the seed then sends again.
+    fn spread_elsewhere(&self, num: u32, me: Idx, now: Instant) -> bool {
         let n = num as usize;
-        if self.inflight_count[n] > 0 {
+        let recent = self.assigned_at[n]
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.seed_once_window);
+        if self.inflight_count[n] > 0 && recent {
             return true;
         }
         self.holders[n]

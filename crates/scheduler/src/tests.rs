@@ -259,3 +259,18 @@ fn the_seed_spreads_its_copy_over_many_peers() {
     }
     assert_eq!(takers, 4);
 }
+
+#[test]
+fn a_child_that_died_silently_does_not_hold_a_piece_hostage() {
+    let mut s = schedule(1, 2);
+    let now = Instant::now();
+    // p0 takes the only piece from the seed, then dies without reporting.
+    assert_eq!(s.assign(&peer(0), 1, now).len(), 1);
+    // Right away, p1 waits for p0's copy rather than taking a second one from the seed...
+    assert!(s.assign(&peer(1), 1, now).is_empty());
+    // ...but not for ever: after the window the seed sends again.
+    let later = now + Config::default().seed_once_window + Duration::from_secs(1);
+    let d = s.assign(&peer(1), 1, later);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].parents[0].0, seed());
+}
