@@ -44,7 +44,7 @@ async fn two_hundred_registrations_of_a_500_make_one_request_plus_retries() {
         .collect();
     let d = dir.path().to_owned();
     let sn_addr = sn.addr;
-    let gets: Vec<_> = (0..24)
+    let gets: Vec<_> = (0..200)
         .map(|i| {
             let d = d.clone();
             let url = url.clone();
