@@ -38,6 +38,12 @@ pub struct Args {
     /// Pieces fetched at once per task.
     #[arg(long, env = "DFDAEMON_PARALLEL")]
     pub parallel: Option<usize>,
+    /// Registry mirror / HTTP proxy address, e.g. 127.0.0.1:65001 (off when unset).
+    #[arg(long = "proxy-listen", env = "DFDAEMON_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// Default upstream registry of the mirror, e.g. https://index.docker.io.
+    #[arg(long, env = "DFDAEMON_REGISTRY")]
+    pub registry: Option<String>,
     /// More logging.
     #[arg(short, long)]
     pub verbose: bool,
@@ -54,6 +60,8 @@ pub struct FileConfig {
     advertise_ip: Option<IpAddr>,
     totallimit: Option<String>,
     parallel: Option<usize>,
+    proxy_listen: Option<SocketAddr>,
+    mirror: Option<crate::mirror::MirrorFile>,
 }
 
 /// Resolved dfdaemon configuration.
@@ -71,6 +79,10 @@ pub struct DaemonConfig {
     pub total_limit: Option<u64>,
     /// Pieces fetched at once per task.
     pub parallel: usize,
+    /// Registry mirror / proxy address, when enabled.
+    pub proxy_listen: Option<SocketAddr>,
+    /// Registry mirror settings.
+    pub mirror: crate::mirror::MirrorConfig,
 }
 
 /// Default home: `~/.small-dragonfly`, as Dragonfly.
@@ -117,7 +129,11 @@ impl DaemonConfig {
                 "parallel must be 1..=64, got {parallel}"
             )));
         }
+        let mirror =
+            crate::mirror::MirrorConfig::resolve(file.mirror.as_ref(), args.registry.as_deref())?;
         Ok(Self {
+            proxy_listen: args.proxy_listen.or(file.proxy_listen),
+            mirror,
             home: args.home.clone().or(file.home).unwrap_or_else(default_home),
             supernodes,
             upload_listen: args

@@ -57,6 +57,9 @@ pub enum DownloadError {
     /// The client went away before the output was written.
     #[error("cancelled")]
     Cancelled,
+    /// The swarm could not deliver (the caller may go to the source itself).
+    #[error("P2P download failed: {0}")]
+    Swarm(String),
 }
 
 /// Why the swarm could not deliver (the caller may fall back to the source).
@@ -219,7 +222,8 @@ impl Engine {
         let p2p = if nodes.is_empty() {
             Err(P2pError::Control(ControlError::NoSupernode))
         } else {
-            self.p2p(&key, &req, nodes, limits.clone(), events).await
+            self.p2p(&key, &req, None, nodes, limits.clone(), events)
+                .await
         };
         match p2p {
             Ok(done) => {
@@ -274,16 +278,65 @@ impl Engine {
         }
     }
 
+    /// Joins the swarm for the task named by `identity` (a digest, e.g.
+    /// `oci-blob:sha256:HEX`; None: the URL) with `req.url` as its source, and returns the
+    /// task's data once
+    /// every piece is held, writing no output: the registry mirror streams pieces from the
+    /// store while this runs. The run goes on to the end even if the caller drops this.
+    pub async fn swarm(
+        &self,
+        req: &DownloadRequest,
+        identity: Option<&str>,
+    ) -> Result<Arc<TaskData>, DownloadError> {
+        let key = TaskKey::new(&req.url, &req.filter)
+            .map_err(|e| DownloadError::BadRequest(e.to_string()))?;
+        HttpSource::header_map(&req.headers)
+            .map_err(|e| DownloadError::BadRequest(e.to_string()))?;
+        if let Some(i) = identity {
+            TaskId::for_identity(i).map_err(|e| DownloadError::BadRequest(e.to_string()))?;
+        }
+        let nodes = if req.supernodes.is_empty() {
+            self.0.cfg.supernodes.clone()
+        } else {
+            req.supernodes.clone()
+        };
+        if nodes.is_empty() {
+            return Err(DownloadError::Swarm(ControlError::NoSupernode.to_string()));
+        }
+        let limits: Vec<Limiter> = self.0.total_limit.iter().cloned().collect();
+        // Nobody listens to progress here: the ticker stops at its first send.
+        let (events, _) = mpsc::channel(1);
+        match self.p2p(&key, req, identity, nodes, limits, &events).await {
+            Ok(done) => Ok(done.data),
+            Err(e) => Err(e
+                .source_refusal()
+                .unwrap_or(DownloadError::Swarm(e.to_string()))),
+        }
+    }
+
+    /// Tasks this engine is running in the swarm right now.
+    pub fn running_tasks(&self) -> usize {
+        self.0
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Joins the swarm for `key` (sharing a run already going on this host).
     async fn p2p(
         &self,
         key: &TaskKey,
         req: &DownloadRequest,
+        identity: Option<&str>,
         nodes: Vec<String>,
         limits: Vec<Limiter>,
         events: &mpsc::Sender<Event>,
     ) -> Result<P2pDone, P2pError> {
-        let id = key.id();
+        let id = match identity {
+            Some(i) => TaskId::for_identity(i).map_err(|e| P2pError::Storage(e.to_string()))?,
+            None => key.id(),
+        };
         let fut = {
             let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
             running
@@ -297,6 +350,7 @@ impl Engine {
                         digest: req.digest.clone(),
                         peer_id: self.0.peer_id.clone(),
                         peer_addr: String::new(),
+                        task_identity: identity.map(str::to_owned),
                     };
                     let span = tracing::info_span!("task", task = ?id);
                     let id2 = id.clone();

@@ -13,6 +13,7 @@ pub mod engine;
 mod export;
 mod local;
 mod metrics;
+pub mod mirror;
 pub mod range;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum StartError {
     /// A listener failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The registry mirror could not be set up.
+    #[error("{0}")]
+    Mirror(#[from] mirror::MirrorError),
 }
 
 /// Path of the daemon's socket in `home`.
@@ -71,6 +75,17 @@ pub async fn run(
     local: UnixListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    run_with_proxy(cfg, upload, local, None, shutdown).await
+}
+
+/// [`run`], plus the registry mirror / HTTP proxy on `proxy` when given.
+pub async fn run_with_proxy(
+    cfg: DaemonConfig,
+    upload: TcpListener,
+    local: UnixListener,
+    proxy: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let store = Arc::new(Store::open(&cfg.home)?);
     let upload_stats = Arc::new(UploadStats::default());
     let engine = Engine::new(
@@ -84,6 +99,13 @@ pub async fn run(
         },
         store.clone(),
     )?;
+    let mirror_task = match proxy {
+        Some(l) => {
+            let m = mirror::Mirror::new(cfg.mirror.clone(), engine.clone())?;
+            Some(tokio::spawn(mirror::serve(l, m, shutdown.clone())))
+        }
+        None => None,
+    };
     let upload_app = upload_router(store, upload_stats.clone(), None)
         .merge(metrics::router(engine.stats(), upload_stats));
     let s1 = shutdown.clone();
@@ -93,6 +115,9 @@ pub async fn run(
     let lo = axum::serve(local, local::local_router(engine))
         .with_graceful_shutdown(async move { s2.cancelled().await });
     let (a, b) = tokio::join!(async { up.await }, async { lo.await });
+    if let Some(t) = mirror_task {
+        let _ = t.await;
+    }
     a?;
     b?;
     Ok(())

@@ -33,8 +33,17 @@ async fn real_main() -> anyhow::Result<()> {
     let local = odonata_daemon::bind_socket(&cfg.home)
         .await
         .with_context(|| format!("binding the local socket in {}", cfg.home.display()))?;
+    let proxy = match cfg.proxy_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the mirror/proxy address {a}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         upload = %upload.local_addr()?,
+        proxy = ?cfg.proxy_listen,
         socket = %odonata_daemon::socket_path(&cfg.home).display(),
         supernodes = ?cfg.supernodes,
         "dfdaemon listening"
@@ -48,7 +57,7 @@ async fn real_main() -> anyhow::Result<()> {
     let home = cfg.home.clone();
     let grace = shutdown.clone();
     let r = tokio::select! {
-        r = odonata_daemon::run(cfg, upload, local, shutdown) => r,
+        r = odonata_daemon::run_with_proxy(cfg, upload, local, proxy, shutdown) => r,
         () = grace_period(grace) => {
             tracing::warn!("connections still open after the grace period; exiting");
             Ok(())

@@ -27,6 +27,24 @@ impl TaskId {
     }
 }
 
+impl TaskId {
+    /// The id of content named by an explicit identity instead of its URL (for OCI blobs
+    /// `oci-blob:sha256:HEX`), so the same content reached by different URLs is one task.
+    /// Peers and supernodes must both use this rule for the identity they exchange.
+    pub fn for_identity(identity: &str) -> Result<Self, TaskKeyError> {
+        if identity.is_empty() || identity.len() > 512 || identity.chars().any(char::is_control) {
+            return Err(TaskKeyError::BadIdentity(
+                identity.chars().take(80).collect(),
+            ));
+        }
+        let mut h = Sha256::new();
+        // A different prefix from URL ids, so an identity can never collide with a URL.
+        h.update(b"identity\0");
+        h.update(identity.as_bytes());
+        Ok(TaskId(hex::encode(h.finalize())))
+    }
+}
+
 impl TryFrom<String> for TaskId {
     type Error = TaskKeyError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
@@ -98,6 +116,9 @@ pub enum TaskKeyError {
     /// A task id that is not 64 hex characters.
     #[error("malformed task id '{0}'")]
     BadTaskId(String),
+    /// An explicit task identity that is empty, too long or has control characters.
+    #[error("malformed task identity '{0}' (1..=512 printable characters)")]
+    BadIdentity(String),
 }
 
 /// What decides task identity: the URL with filtered query parameters removed.
@@ -107,6 +128,9 @@ pub struct TaskKey {
     pub url: Url,
     /// The URL with filtered query parameters removed, as identity.
     pub canonical: String,
+    /// An explicit identity that names the content instead of the URL (see
+    /// [`TaskId::for_identity`]); set with [`TaskKey::with_identity`].
+    pub identity: Option<String>,
 }
 
 impl TaskKey {
@@ -145,11 +169,23 @@ impl TaskKey {
         Ok(Self {
             url: parsed,
             canonical: canonical.to_string(),
+            identity: None,
         })
     }
 
-    /// The task id: sha256 of the canonical URL.
+    /// The same key named by an explicit identity (e.g. `oci-blob:sha256:HEX`): its id
+    /// no longer depends on the URL, which stays what the source is asked for.
+    pub fn with_identity(mut self, identity: &str) -> Result<Self, TaskKeyError> {
+        TaskId::for_identity(identity)?;
+        self.identity = Some(identity.to_owned());
+        Ok(self)
+    }
+
+    /// The task id: from the explicit identity when set, else sha256 of the canonical URL.
     pub fn id(&self) -> TaskId {
+        if let Some(id) = self.identity.as_deref().and_then(|i| TaskId::for_identity(i).ok()) {
+            return id;
+        }
         let mut h = Sha256::new();
         h.update(b"url\0");
         h.update(self.canonical.as_bytes());
@@ -179,6 +215,28 @@ mod tests {
         let e = TaskKey::new("not a url", &[]).unwrap_err();
         assert!(e.to_string().starts_with("malformed URL"), "{e}");
         assert!(TaskKey::new("http://", &[]).is_err());
+    }
+
+    #[test]
+    fn explicit_identity_ignores_url() {
+        let a = TaskId::for_identity("oci-blob:sha256:ab").unwrap();
+        assert_eq!(a, TaskId::for_identity("oci-blob:sha256:ab").unwrap());
+        assert_ne!(a, TaskId::for_identity("oci-blob:sha256:cd").unwrap());
+        assert_ne!(
+            a,
+            TaskKey::new("http://h/oci-blob:sha256:ab", &[])
+                .unwrap()
+                .id()
+        );
+        assert!(TaskId::for_identity("").is_err());
+        assert!(TaskId::for_identity("a\nb").is_err());
+        assert!(TaskId::for_identity(&"x".repeat(513)).is_err());
+        let k = TaskKey::new("http://h/v2/r/blobs/sha256:ab", &[])
+            .unwrap()
+            .with_identity("oci-blob:sha256:ab")
+            .unwrap();
+        assert_eq!(k.id(), a);
+        assert_eq!(k.url.as_str(), "http://h/v2/r/blobs/sha256:ab");
     }
 
     #[test]

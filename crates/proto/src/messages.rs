@@ -69,6 +69,10 @@ pub struct RegisterRequest {
     pub peer_id: PeerId,
     /// Where the peer serves pieces (`ip:port`).
     pub peer_addr: String,
+    /// Explicit identity (e.g. `oci-blob:sha256:HEX`): the task id comes from it through
+    /// `TaskId::for_identity` instead of from the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_identity: Option<String>,
 }
 
 /// The supernode's answer to [`RegisterRequest`].

@@ -316,8 +316,15 @@ async fn register(
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let Json(req) = body?;
-    let key = TaskKey::new(&req.url, &req.filter)
+    let mut key = TaskKey::new(&req.url, &req.filter)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // Content named by an explicit identity (an OCI blob digest) is one task whatever URL
+    // brought it; the daemons derive the same id (TaskId::for_identity).
+    if let Some(identity) = &req.task_identity {
+        key = key
+            .with_identity(identity)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
     if req.peer_addr.parse::<SocketAddr>().is_err() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

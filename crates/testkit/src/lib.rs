@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod origin;
+pub mod registry;
 mod tls;
 
 use bytes::Bytes;

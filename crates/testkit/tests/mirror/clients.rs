@@ -1,0 +1,1 @@
+//! Real clients from Debian packages: skopeo, containerd (ctr), docker-registry, dockerd.

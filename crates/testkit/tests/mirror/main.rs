@@ -1,0 +1,8 @@
+//! The registry mirror of dfdaemon: against an in-process fake registry (api, auth,
+//! faults) and against real clients from Debian packages (clients).
+
+mod api;
+mod auth;
+mod clients;
+mod faults;
+mod util;
