@@ -3,7 +3,9 @@
 # Idempotent: apt runs only when something is missing.
 set -euo pipefail
 
-APT_PACKAGES=(iproute2 curl procps openssl)
+# docker-registry, skopeo, containerd (+runc) and apache2-utils (htpasswd): the registry
+# mirror's tests with real clients (crates/testkit/tests/mirror/clients.rs).
+APT_PACKAGES=(iproute2 curl procps openssl docker-registry skopeo containerd apache2-utils tar gzip)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

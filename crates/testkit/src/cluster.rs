@@ -250,10 +250,12 @@ impl Daemon {
         cmd.arg("--home")
             .arg(home)
             .arg("--upload-listen")
-            .arg(upload.to_string())
-            .arg("--config")
-            .arg("/dev/null")
-            .args(extra);
+            .arg(upload.to_string());
+        // A test may bring its own config file; otherwise none is read.
+        if !extra.iter().any(|a| a == "--config") {
+            cmd.arg("--config").arg("/dev/null");
+        }
+        cmd.args(extra);
         for s in supernodes {
             cmd.arg("--supernode").arg(s);
         }

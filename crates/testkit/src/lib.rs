@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cluster;
+pub mod counting;
 pub mod netns;
 pub mod origin;
 pub mod registry;
