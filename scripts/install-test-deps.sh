@@ -25,3 +25,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+# dockerd for the mirror's `docker pull` test: unpacked from Debian's docker.io package
+# into target/test-deps/docker rather than installed, because installing it would start a
+# system-wide daemon (bridge, iptables) on the machine. The test runs its own dockerd from
+# there with no bridge and no iptables, and skips with the reason when it cannot.
+deps="$(cd "$(dirname "$0")/.." && pwd)/target/test-deps"
+if ! command -v dockerd >/dev/null 2>&1 && [ ! -x "$deps/docker/usr/sbin/dockerd" ]; then
+  mkdir -p "$deps"
+  if (cd "$deps" && apt-get download docker.io >/dev/null 2>&1); then
+    dpkg-deb -x "$deps"/docker.io_*.deb "$deps/docker" && rm -f "$deps"/docker.io_*.deb
+  else
+    echo "install-test-deps: could not download docker.io; the docker pull test will skip" >&2
+  fi
+fi

@@ -92,8 +92,10 @@ impl RealRegistry {
 pub struct TestImage {
     /// `(file name inside the layer, content)` per layer.
     pub files: Vec<(String, bytes::Bytes)>,
-    /// Digests of the layer tars.
+    /// Digests of the layer blobs (gzipped tars).
     pub layers: Vec<String>,
+    /// Digests of the uncompressed layer tars (the config's diff_ids).
+    pub diff_ids: Vec<String>,
     /// Digest of the config.
     pub config: String,
     /// The OCI layout directory.
@@ -119,6 +121,7 @@ pub fn build_image(dir: &Path, tag: &str) -> TestImage {
     let mut files = Vec::new();
     let mut layer_descs = Vec::new();
     let mut diff_ids = Vec::new();
+    let mut diff_id_list = Vec::new();
     let mut layers = Vec::new();
     for (i, size) in sizes.iter().enumerate() {
         let content = sample(*size, 100 + i as u64);
@@ -154,6 +157,7 @@ pub fn build_image(dir: &Path, tag: &str) -> TestImage {
             bytes.len()
         ));
         diff_ids.push(format!("\"{diff_id}\""));
+        diff_id_list.push(diff_id);
         layers.push(d);
         files.push((name, content));
     }
@@ -179,6 +183,7 @@ pub fn build_image(dir: &Path, tag: &str) -> TestImage {
     TestImage {
         files,
         layers,
+        diff_ids: diff_id_list,
         config: config_digest,
         layout,
     }

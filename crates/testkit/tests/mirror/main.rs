@@ -4,5 +4,7 @@
 mod api;
 mod auth;
 mod clients;
+mod docker;
 mod faults;
+mod proxy;
 mod util;
