@@ -375,4 +375,12 @@ mod tests {
         assert!(parse_challenge("").is_none());
         assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn challenge_parser_never_panics(s in r#"[A-Za-z]{0,8} [a-z=",\\ ]{0,60}"#, raw in ".{0,80}") {
+            let _ = parse_challenge(&s);
+            let _ = parse_challenge(&raw);
+        }
+    }
 }

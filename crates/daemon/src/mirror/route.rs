@@ -192,4 +192,16 @@ mod tests {
         assert!(sha256_hex(D).is_some());
         assert!(sha256_hex("sha512:00").is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_parses_or_is_refused(p in "(/v2/)?[a-zA-Z0-9:/._-]{0,80}", raw in ".{0,80}") {
+            for path in [p, raw] {
+                if let Ok(Route::Blob { repo, digest }) = parse(&path) {
+                    proptest::prop_assert!(valid_repo(&repo) && valid_digest(&digest));
+                    proptest::prop_assert!(!repo.contains(".."));
+                }
+            }
+        }
+    }
 }

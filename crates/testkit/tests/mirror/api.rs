@@ -48,6 +48,12 @@ async fn manifests_tags_and_ping_pass_through_exactly() {
     );
     assert_eq!(last.query, None, "?ns= must not reach the upstream");
 
+    // A second lookup of the tag within the tag cache's time does not reach the upstream.
+    let before = reg.seen().len();
+    let r = manifest_get(&c, &url).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), img.manifest_bytes);
+    assert_eq!(reg.seen().len(), before, "the tag lookup was not cached");
+
     // HEAD by digest: same headers, no body.
     let r = c
         .head(format!("{base}/v2/team/app/manifests/{}", img.manifest))

@@ -174,3 +174,43 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_corrupt_pieces_never_spoils_a_pull() {
+    let reg = FakeRegistry::start(RegistryAuth::Open).await.unwrap();
+    let data = sample(8 << 20, 13);
+    let img = reg.put_image("app", "v1", std::slice::from_ref(&data));
+    let digest = &img.layers[0];
+    let dir = tempfile::tempdir().unwrap();
+    let sn = Supernode::start(dir.path()).unwrap();
+    let nodes = vec![sn.addr.to_string()];
+    let a = MirrorDaemon::start(dir.path(), "a", &nodes, &reg.url(), &[]);
+    let b = MirrorDaemon::start(dir.path(), "b", &nodes, &reg.url(), &[]);
+    let url = |d: &MirrorDaemon| format!("{}/v2/app/blobs/{digest}", d.url());
+    let r = client().get(url(&a)).send().await.unwrap();
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha256_hex(&data));
+
+    // Peer A's copy rots on disk after it was verified: every piece gets a flipped byte.
+    let task = odonata_proto::TaskId::for_identity(&format!("oci-blob:{digest}")).unwrap();
+    let path = a.daemon.home.join("data").join(task.as_str());
+    let mut bytes = std::fs::read(&path).unwrap();
+    for off in (4096..bytes.len()).step_by(1 << 20) {
+        bytes[off] ^= 0x55;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    // B takes pieces from A or the seed; A's are refused by their piece digests.
+    let r = client().get(url(&b)).send().await.unwrap();
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha256_hex(&data));
+    assert_eq!(b.metric("odonata_mirror_blob_bytes_direct_total").await, 0);
+    assert_eq!(reg.blob_gets(digest), 1);
+    // A itself never hands its rotten copy out as a complete blob: the response breaks
+    // off, the copy is dropped, and the next pull is whole again.
+    let r = client().get(url(&a)).send().await.unwrap();
+    assert!(
+        r.bytes().await.is_err(),
+        "A served its corrupt copy as complete"
+    );
+    let r = client().get(url(&a)).send().await.unwrap();
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha256_hex(&data));
+}
