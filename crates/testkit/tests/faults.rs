@@ -152,6 +152,7 @@ async fn start_liar(w: &World) -> (PeerId, Arc<AtomicU64>, String) {
             digest: None,
             peer_id: me.clone(),
             peer_addr: addr,
+            task_identity: None,
         })
         .send()
         .await
