@@ -170,6 +170,11 @@ impl FakeRegistry {
         lock(&self.st.corrupt).insert(digest.into());
     }
 
+    /// Serves `digest` intact again.
+    pub fn repair(&self, digest: &str) {
+        lock(&self.st.corrupt).remove(digest);
+    }
+
     /// Sends blob requests to `/storage/DIGEST` with a 307 from now on.
     pub fn set_redirect(&self, on: bool) {
         self.st.redirect.store(on, Ordering::Relaxed);

@@ -25,6 +25,8 @@ use crate::api::DownloadRequest;
 
 /// With no new piece for this long while the swarm still runs, read the upstream instead.
 const STALL: Duration = Duration::from_secs(120);
+/// How long a blob whose swarm copy failed its digest is read from the upstream directly.
+const POISON: Duration = Duration::from_secs(600);
 
 /// Serves `GET`/`HEAD /v2/REPO/blobs/DIGEST`.
 pub(crate) async fn serve(
@@ -298,9 +300,12 @@ impl Job {
                 .stats
                 .digest_mismatches
                 .fetch_add(1, Ordering::Relaxed);
-            // Never serve that copy again; the next pull fetches afresh.
+            // Never serve that copy again; the next pulls read the upstream directly.
             if swarm_tried {
                 self.m.0.engine.store().remove(&self.src.task);
+                let mut p = self.m.0.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+                p.retain(|_, at| at.elapsed() < POISON);
+                p.insert(self.src.task.clone(), Instant::now());
             }
         }
     }
@@ -309,6 +314,19 @@ impl Job {
     async fn through_swarm(&self, sink: &mut Sink) -> Result<(), SwarmStop> {
         let src = &self.src;
         let id = src.task.clone();
+        let poisoned = self
+            .m
+            .0
+            .poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < POISON);
+        if poisoned {
+            return Err(SwarmStop::Fallback(
+                "the swarm's copy failed the digest check lately".into(),
+            ));
+        }
         let engine = self.m.0.engine.clone();
         let store = engine.store().clone();
         let held = store

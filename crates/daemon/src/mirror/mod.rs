@@ -108,6 +108,10 @@ struct Inner {
     tags: passthrough::TagCache,
     proxy: proxy::Rules,
     stats: MirrorStats,
+    /// Tasks whose swarm copy failed the digest check lately: served from the upstream
+    /// directly for a while, so a seed that cached bad bytes cannot fail every pull.
+    poisoned:
+        std::sync::Mutex<std::collections::HashMap<odonata_proto::TaskId, std::time::Instant>>,
 }
 
 /// The mirror; cheap to clone.
@@ -125,6 +129,7 @@ impl Mirror {
             tags: passthrough::TagCache::default(),
             proxy,
             stats: MirrorStats::default(),
+            poisoned: Default::default(),
             engine,
             cfg,
         })))

@@ -45,7 +45,7 @@ async fn falls_back_to_the_upstream_and_follows_redirects() {
 async fn corrupt_upstream_bytes_never_complete_a_response() {
     let reg = FakeRegistry::start(RegistryAuth::Open).await.unwrap();
     let data = sample(2 << 20, 11);
-    let img = reg.put_image("app", "v1", &[data]);
+    let img = reg.put_image("app", "v1", std::slice::from_ref(&data));
     reg.corrupt(&img.layers[0]);
     let dir = tempfile::tempdir().unwrap();
     let sn = Supernode::start(dir.path()).unwrap();
