@@ -183,7 +183,11 @@ impl TaskKey {
 
     /// The task id: from the explicit identity when set, else sha256 of the canonical URL.
     pub fn id(&self) -> TaskId {
-        if let Some(id) = self.identity.as_deref().and_then(|i| TaskId::for_identity(i).ok()) {
+        if let Some(id) = self
+            .identity
+            .as_deref()
+            .and_then(|i| TaskId::for_identity(i).ok())
+        {
             return id;
         }
         let mut h = Sha256::new();

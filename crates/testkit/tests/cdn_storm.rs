@@ -33,6 +33,7 @@ async fn two_hundred_registrations_of_a_500_make_one_request_plus_retries() {
                 digest: None,
                 peer_id: PeerId(format!("p{i}")),
                 peer_addr: format!("127.0.0.1:{}", 10000 + i),
+                task_identity: None,
             };
             let http = http.clone();
             let reg_url = reg_url.clone();
