@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use odonata_daemon::config::{Args, DaemonConfig};
-use tokio_util::sync::CancellationToken;
+use odonata_transfer::runtime::{grace_period, init_logging, shutdown_on_signal};
 
 #[tokio::main]
 async fn main() {
@@ -15,14 +15,7 @@ async fn main() {
 
 async fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = if args.verbose { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(if args.verbose { "debug" } else { "info" });
     let cfg = DaemonConfig::resolve(&args)?;
     if cfg.supernodes.is_empty() {
         tracing::warn!("no supernode configured: downloads go straight to the source");
@@ -48,12 +41,7 @@ async fn real_main() -> anyhow::Result<()> {
         supernodes = ?cfg.supernodes,
         "dfdaemon listening"
     );
-    let shutdown = CancellationToken::new();
-    let stopper = shutdown.clone();
-    tokio::spawn(async move {
-        odonata_transfer::shutdown_signal().await;
-        stopper.cancel();
-    });
+    let shutdown = shutdown_on_signal();
     let home = cfg.home.clone();
     let grace = shutdown.clone();
     let r = tokio::select! {
@@ -66,10 +54,4 @@ async fn real_main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(odonata_daemon::socket_path(&home));
     r?;
     Ok(())
-}
-
-/// Resolves a while after shutdown began: long downloads must not hold the process forever.
-async fn grace_period(token: CancellationToken) {
-    token.cancelled().await;
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
 }
