@@ -201,6 +201,7 @@ enum Target {
 }
 
 async fn run(node: Supernode, job: Job, target: Target, req: PreheatRequest) {
+    let image = matches!(target, Target::Image(_));
     let urls = match target {
         Target::Url(u) => vec![u],
         Target::Image(img) => match crate::oci::blob_urls(&node, &img, &req.headers).await {
@@ -226,7 +227,10 @@ async fn run(node: Supernode, job: Job, target: Target, req: PreheatRequest) {
         .collect();
     let all = urls.into_iter().enumerate().map(|(i, url)| {
         let (node, job, req) = (node.clone(), job.clone(), req.clone());
-        async move { one(&node, &job, i, &url, &req).await }
+        // An image's blobs are keyed by digest, as the registry mirror keys them, so a
+        // pull through any daemon's mirror finds the preheated copy.
+        let identity = image.then(|| blob_identity(&url)).flatten();
+        async move { one(&node, &job, i, &url, identity.as_deref(), &req).await }
     });
     futures_util::future::join_all(all).await;
     let mut j = lock(&job);
@@ -244,14 +248,32 @@ async fn run(node: Supernode, job: Job, target: Target, req: PreheatRequest) {
     }
 }
 
+/// `oci-blob:sha256:HEX` for a registry blob URL (`…/blobs/sha256:HEX`).
+fn blob_identity(url: &str) -> Option<String> {
+    let digest = url.rsplit_once("/blobs/")?.1;
+    let hex = digest.strip_prefix("sha256:")?;
+    let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| format!("oci-blob:{digest}"))
+}
+
 /// Seeds one file and records its progress in slot `i` of the job.
-async fn one(node: &Supernode, job: &Job, i: usize, url: &str, req: &PreheatRequest) {
+async fn one(
+    node: &Supernode,
+    job: &Job,
+    i: usize,
+    url: &str,
+    identity: Option<&str>,
+    req: &PreheatRequest,
+) {
     let set = |f: &dyn Fn(&mut PreheatFile)| {
         if let Some(file) = lock(job).files.get_mut(i) {
             f(file);
         }
     };
-    let key = match TaskKey::new(url, &req.filter) {
+    let key = match TaskKey::new(url, &req.filter).and_then(|k| match identity {
+        Some(id) => k.with_identity(id),
+        None => Ok(k),
+    }) {
         Ok(k) => k,
         Err(e) => {
             set(&|f| {
@@ -306,5 +328,21 @@ async fn one(node: &Supernode, job: &Job, i: usize, url: &str, req: &PreheatRequ
             });
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blob_identity;
+
+    #[test]
+    fn blob_urls_map_to_the_mirrors_identity() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            blob_identity(&format!("http://r:5000/v2/team/app/blobs/sha256:{hex}")),
+            Some(format!("oci-blob:sha256:{hex}"))
+        );
+        assert_eq!(blob_identity("http://r/v2/a/manifests/v1"), None);
+        assert_eq!(blob_identity("http://r/v2/a/blobs/sha256:xyz"), None);
     }
 }

@@ -6,5 +6,6 @@ mod auth;
 mod clients;
 mod docker;
 mod faults;
+mod preheat;
 mod proxy;
 mod util;

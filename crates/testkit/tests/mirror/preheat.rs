@@ -1,0 +1,106 @@
+//! Preheat of an image from a real local registry (Debian's docker-registry): the supernode
+//! seeds every blob ahead of time, and a later pull through a daemon's mirror takes no blob
+//! byte from the registry.
+
+use std::process::Command;
+use std::time::Duration;
+
+use odonata_testkit::cluster::{bin, free_port, run_with_limit, Supernode};
+use odonata_testkit::counting::CountingProxy;
+use odonata_testkit::sha256_file;
+
+use crate::clients::{build_image, missing, run, RealRegistry};
+use crate::util::MirrorDaemon;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preheated_image_from_a_real_registry_costs_it_no_blob_bytes_later() {
+    if let Some(why) = missing(&["docker-registry", "skopeo", "tar", "gzip"], false) {
+        println!("SKIPPED preheat-from-registry test: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reg = RealRegistry::start(d, "");
+    let img = build_image(d, "v1");
+    let mut push = Command::new("skopeo");
+    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", img.layout.display()))
+        .arg(format!("docker://{}/test/app:v1", reg.addr));
+    run(push, "skopeo push to the local registry");
+    let counter = CountingProxy::start(reg.addr).await.unwrap();
+    let sn = Supernode::start(d).unwrap();
+
+    let mut pre = Command::new(bin("dfpreheat").unwrap());
+    pre.arg("--node")
+        .arg(sn.addr.to_string())
+        .arg("--image")
+        .arg(format!("{}/test/app:v1", counter.addr));
+    let o = tokio::task::block_in_place(|| run_with_limit(pre, Duration::from_secs(120))).unwrap();
+    assert!(
+        o.status.success(),
+        "preheat failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let blobs: Vec<&String> = img.layers.iter().chain([&img.config]).collect();
+    let after_preheat = counter.blob_gets();
+    let bytes_after_preheat = counter.blob_bytes();
+    for digest in &blobs {
+        assert_eq!(
+            after_preheat.get(*digest).copied(),
+            Some(1),
+            "{digest}: {after_preheat:?}"
+        );
+    }
+
+    // A pull through a daemon's mirror: every blob comes from the preheated seed.
+    let closed = format!("127.0.0.1:{}", free_port().unwrap());
+    let cfg = d.join("dfdaemon.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{}\"}}\n",
+            counter.addr
+        ),
+    )
+    .unwrap();
+    let nodes = vec![sn.addr.to_string()];
+    let upstream = format!("http://{}", counter.addr);
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
+    let conf = d.join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{closed}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            a.proxy
+        ),
+    )
+    .unwrap();
+    let out = d.join("oci-out");
+    let mut pull = Command::new("skopeo");
+    pull.arg("--registries-conf")
+        .arg(&conf)
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("docker://{closed}/test/app:v1"))
+        .arg(format!("oci:{}:v1", out.display()));
+    run(pull, "skopeo copy through the mirror");
+    for digest in &blobs {
+        let hex = digest.trim_start_matches("sha256:");
+        assert_eq!(
+            sha256_file(&out.join("blobs/sha256").join(hex)).unwrap(),
+            hex,
+            "pulled copy of {digest}"
+        );
+    }
+    assert_eq!(
+        counter.blob_gets(),
+        after_preheat,
+        "the registry served blobs again"
+    );
+    assert_eq!(
+        counter.blob_bytes(),
+        bytes_after_preheat,
+        "the registry sent blob bytes again"
+    );
+    assert_eq!(a.metric("odonata_mirror_blob_bytes_direct_total").await, 0);
+}
