@@ -189,6 +189,43 @@ pub fn build_image(dir: &Path, tag: &str) -> TestImage {
     }
 }
 
+/// Pushes the test image to `reg` as `repo:v1` with skopeo, with credentials if given.
+pub fn push_image(img: &TestImage, reg: std::net::SocketAddr, repo: &str, creds: Option<&str>) {
+    let mut push = Command::new("skopeo");
+    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        push.args(["--dest-creds", c]);
+    }
+    push.arg(format!("oci:{}:v1", img.layout.display()))
+        .arg(format!("docker://{reg}/{repo}:v1"));
+    run(push, "skopeo push to the local registry");
+}
+
+/// Writes a dfdaemon config whose mirror maps the registry name `closed` (where nothing
+/// listens) to `upstream`; returns the path for `--config`.
+pub fn mirror_config(dir: &Path, closed: &str, upstream: std::net::SocketAddr) -> String {
+    let cfg = dir.join("dfdaemon.yml");
+    std::fs::write(
+        &cfg,
+        format!("mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{upstream}\"}}\n"),
+    )
+    .unwrap();
+    cfg.to_string_lossy().into_owned()
+}
+
+/// Writes a registries.conf that sends pulls of `closed` to the mirror at `proxy`.
+pub fn registries_conf(dir: &Path, closed: &str, proxy: std::net::SocketAddr) -> PathBuf {
+    let conf = dir.join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{closed}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{proxy}\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 /// A containerd of our own (socket, root and state under `dir`, no CRI).
 pub struct Containerd {
     pub _proc: Proc,
@@ -262,42 +299,21 @@ async fn skopeo_then_containerd_pull_through_two_daemons_registry_serves_each_bl
     let d = dir.path();
     let reg = RealRegistry::start(d, "");
     let img = build_image(d, "v1");
-    let mut push = Command::new("skopeo");
-    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", img.layout.display()))
-        .arg(format!("docker://{}/test/app:v1", reg.addr));
-    run(push, "skopeo push to the local registry");
+    push_image(&img, reg.addr, "test/app", None);
 
     // The daemons reach the registry only through the counter; clients name it by an
     // address where nothing listens, so a pull that skips the mirror fails.
     let counter = CountingProxy::start(reg.addr).await.unwrap();
     let closed = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg = d.join("dfdaemon.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{}\"}}\n",
-            counter.addr
-        ),
-    )
-    .unwrap();
+    let cfg_s = mirror_config(d, &closed, counter.addr);
     let sn = Supernode::start(d).unwrap();
     let nodes = vec![sn.addr.to_string()];
     let upstream = format!("http://{}", counter.addr);
-    let cfg_s = cfg.to_string_lossy().into_owned();
     let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
     let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg_s]);
 
     // skopeo through daemon A (registries.conf mirror).
-    let conf = d.join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[registry]]\nlocation = \"{closed}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
-            a.proxy
-        ),
-    )
-    .unwrap();
+    let conf = registries_conf(d, &closed, a.proxy);
     let out = d.join("oci-out");
     let mut pull = Command::new("skopeo");
     // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; its hidden flag works.
@@ -398,39 +414,17 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
         ),
     );
     let img = build_image(d, "v1");
-    let mut push = Command::new("skopeo");
-    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .args(["--dest-creds", "alice:s3cret"])
-        .arg(format!("oci:{}:v1", img.layout.display()))
-        .arg(format!("docker://{}/private/app:v1", reg.addr));
-    run(push, "skopeo push with credentials");
+    push_image(&img, reg.addr, "private/app", Some("alice:s3cret"));
 
     let counter = CountingProxy::start(reg.addr).await.unwrap();
     let closed = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg = d.join("dfdaemon.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{}\"}}\n",
-            counter.addr
-        ),
-    )
-    .unwrap();
+    let cfg_s = mirror_config(d, &closed, counter.addr);
     let sn = Supernode::start(d).unwrap();
     let nodes = vec![sn.addr.to_string()];
     let upstream = format!("http://{}", counter.addr);
-    let cfg_s = cfg.to_string_lossy().into_owned();
     let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
     let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg_s]);
-    let conf = d.join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[registry]]\nlocation = \"{closed}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
-            a.proxy
-        ),
-    )
-    .unwrap();
+    let conf = registries_conf(d, &closed, a.proxy);
     // skopeo takes a mirror's credentials from an authfile keyed by the mirror's host
     // (--src-creds only reaches the primary location).
     let skopeo = |creds: Option<&str>, out: &str| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use odonata_testkit::cluster::{free_port, wait_unix, Proc, Supernode};
 use odonata_testkit::counting::CountingProxy;
 
-use crate::clients::{build_image, missing, on_path, run, RealRegistry};
+use crate::clients::{build_image, missing, on_path, push_image, run, RealRegistry};
 use crate::util::MirrorDaemon;
 
 /// Directories holding dockerd and docker: PATH, or Debian's docker.io package unpacked by
@@ -65,11 +65,7 @@ async fn docker_pull_of_a_docker_io_name_through_registry_mirrors() {
     let d = dir.path();
     let reg = RealRegistry::start(d, "");
     let img = build_image(d, "v1");
-    let mut push = Command::new("skopeo");
-    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", img.layout.display()))
-        .arg(format!("docker://{}/library/odonata-app:v1", reg.addr));
-    run(push, "skopeo push");
+    push_image(&img, reg.addr, "library/odonata-app", None);
     let counter = CountingProxy::start(reg.addr).await.unwrap();
     let sn = Supernode::start(d).unwrap();
     let a = MirrorDaemon::start(

@@ -9,7 +9,9 @@ use odonata_testkit::cluster::{bin, free_port, run_with_limit, Supernode};
 use odonata_testkit::counting::CountingProxy;
 use odonata_testkit::sha256_file;
 
-use crate::clients::{build_image, missing, run, RealRegistry};
+use crate::clients::{
+    build_image, mirror_config, missing, push_image, registries_conf, run, RealRegistry,
+};
 use crate::util::MirrorDaemon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,11 +24,7 @@ async fn preheated_image_from_a_real_registry_costs_it_no_blob_bytes_later() {
     let d = dir.path();
     let reg = RealRegistry::start(d, "");
     let img = build_image(d, "v1");
-    let mut push = Command::new("skopeo");
-    push.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", img.layout.display()))
-        .arg(format!("docker://{}/test/app:v1", reg.addr));
-    run(push, "skopeo push to the local registry");
+    push_image(&img, reg.addr, "test/app", None);
     let counter = CountingProxy::start(reg.addr).await.unwrap();
     let sn = Supernode::start(d).unwrap();
 
@@ -54,28 +52,11 @@ async fn preheated_image_from_a_real_registry_costs_it_no_blob_bytes_later() {
 
     // A pull through a daemon's mirror: every blob comes from the preheated seed.
     let closed = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg = d.join("dfdaemon.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{}\"}}\n",
-            counter.addr
-        ),
-    )
-    .unwrap();
+    let cfg_s = mirror_config(d, &closed, counter.addr);
     let nodes = vec![sn.addr.to_string()];
     let upstream = format!("http://{}", counter.addr);
-    let cfg_s = cfg.to_string_lossy().into_owned();
     let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
-    let conf = d.join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[registry]]\nlocation = \"{closed}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
-            a.proxy
-        ),
-    )
-    .unwrap();
+    let conf = registries_conf(d, &closed, a.proxy);
     let out = d.join("oci-out");
     let mut pull = Command::new("skopeo");
     pull.arg("--registries-conf")
