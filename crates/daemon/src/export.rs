@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use odonata_proto::digest::Hasher;
 use odonata_proto::Digest;
 use odonata_source::HttpSource;
 use odonata_storage::TaskData;
@@ -89,6 +90,19 @@ impl Drop for TempOut {
     }
 }
 
+/// Compares a finished hash with the digest the user asked for.
+fn check_digest(h: Hasher, want: &Digest) -> Result<(), DownloadError> {
+    let got = h.finish();
+    if &got == want {
+        Ok(())
+    } else {
+        Err(DownloadError::Digest {
+            expected: want.to_string(),
+            actual: got.to_string(),
+        })
+    }
+}
+
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> DownloadError {
     DownloadError::Io(format!("{what} {}: {e}", path.display()))
 }
@@ -112,13 +126,7 @@ pub(crate) fn export(
             h.update(&buf[..n]);
             off += n as u64;
         }
-        let got = h.finish();
-        if &got != want {
-            return Err(DownloadError::Digest {
-                expected: want.to_string(),
-                actual: got.to_string(),
-            });
-        }
+        check_digest(h, want)?;
     }
     let tmp = TempOut::new(output);
     // std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS.
@@ -160,13 +168,7 @@ pub(crate) fn export_range(
         off += n as u64;
     }
     if let (Some(h), Some(want)) = (h, digest) {
-        let got = h.finish();
-        if &got != want {
-            return Err(DownloadError::Digest {
-                expected: want.to_string(),
-                actual: got.to_string(),
-            });
-        }
+        check_digest(h, want)?;
     }
     file.sync_all()
         .map_err(|e| io_err("syncing", &tmp.path, e))?;
@@ -261,13 +263,7 @@ pub(crate) async fn from_source(
         });
     }
     if let (Some(h), Some(want)) = (hasher, req.digest.as_ref()) {
-        let got = h.finish();
-        if &got != want {
-            return Err(DownloadError::Digest {
-                expected: want.to_string(),
-                actual: got.to_string(),
-            });
-        }
+        check_digest(h, want)?;
     }
     file.sync_all()
         .map_err(|e| io_err("syncing", &tmp.path, e))?;
