@@ -151,58 +151,51 @@ impl Mirror {
     }
 
     fn metrics(&self) -> Response<Body> {
-        use std::fmt::Write as _;
         let s = &self.0.stats;
-        let mut out = String::new();
-        for (name, kind, help, v) in [
+        let out = odonata_transfer::runtime::render_metrics(&[
             (
                 "odonata_mirror_requests_total",
-                "counter",
                 "Requests answered.",
+                "counter",
                 s.requests.load(Ordering::Relaxed),
             ),
             (
                 "odonata_mirror_blob_bytes_p2p_total",
-                "counter",
                 "Blob bytes served from the swarm's pieces.",
+                "counter",
                 s.blob_bytes_p2p.load(Ordering::Relaxed),
             ),
             (
                 "odonata_mirror_blob_bytes_direct_total",
-                "counter",
                 "Blob bytes read straight from upstreams.",
+                "counter",
                 s.blob_bytes_direct.load(Ordering::Relaxed),
             ),
             (
                 "odonata_mirror_digest_mismatches_total",
-                "counter",
                 "Blob responses aborted on a digest mismatch.",
+                "counter",
                 s.digest_mismatches.load(Ordering::Relaxed),
             ),
             (
                 "odonata_mirror_token_requests_total",
-                "counter",
                 "Token requests sent to upstream token servers.",
+                "counter",
                 self.token_requests(),
             ),
             (
                 "odonata_mirror_open_streams",
-                "gauge",
                 "Blob bodies being produced.",
+                "gauge",
                 s.open_streams.load(Ordering::Relaxed),
             ),
             (
                 "odonata_mirror_running_tasks",
-                "gauge",
                 "Swarm tasks running in the engine.",
+                "gauge",
                 self.0.engine.running_tasks() as u64,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+        ]);
         let mut r = Response::new(body::full(out));
         r.headers_mut().insert(
             header::CONTENT_TYPE,

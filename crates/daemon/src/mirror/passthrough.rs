@@ -52,10 +52,11 @@ impl TagCache {
     fn get(&self, key: &str, ttl: Duration) -> Option<Response<Body>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let e = entries.get(key).filter(|e| e.at.elapsed() < ttl)?;
-        let mut r = Response::new(body::full(e.body.clone()));
-        *r.status_mut() = e.status;
-        *r.headers_mut() = e.headers.clone();
-        Some(r)
+        Some(respond(
+            e.status,
+            e.headers.clone(),
+            body::full(e.body.clone()),
+        ))
     }
 
     fn put(&self, key: String, e: Entry, ttl: Duration) {
@@ -115,20 +116,26 @@ pub(crate) async fn forward(
             },
             ttl,
         );
-        let mut r = Response::new(body::full(bytes));
-        *r.status_mut() = status;
-        *r.headers_mut() = headers;
-        return Ok(r);
+        return Ok(respond(status, headers, body::full(bytes)));
     }
-    let b = if method == Method::HEAD {
-        body::empty()
-    } else {
-        body::from_upstream(resp)
-    };
+    Ok(respond(status, headers, upstream_body(&method, resp)))
+}
+
+/// A response with this status, headers and body.
+fn respond(status: StatusCode, headers: HeaderMap, b: Body) -> Response<Body> {
     let mut r = Response::new(b);
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    Ok(r)
+    r
+}
+
+/// The upstream's body as the client's (none for HEAD).
+fn upstream_body(method: &Method, resp: reqwest::Response) -> Body {
+    if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::from_upstream(resp)
+    }
 }
 
 /// Sends a request as it is (no token exchange, no cache) and returns the answer as it is.
@@ -149,13 +156,5 @@ pub(crate) async fn raw(
         })?;
     let status = resp.status();
     let headers = to_client(resp.headers());
-    let b = if method == Method::HEAD {
-        body::empty()
-    } else {
-        body::from_upstream(resp)
-    };
-    let mut r = Response::new(b);
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    Ok(r)
+    Ok(respond(status, headers, upstream_body(&method, resp)))
 }
