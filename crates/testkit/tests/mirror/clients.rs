@@ -226,6 +226,19 @@ pub fn registries_conf(dir: &Path, closed: &str, proxy: std::net::SocketAddr) ->
     conf
 }
 
+/// Pulls `closed/repo:v1` with skopeo into an OCI layout at `out`, through the mirror that
+/// `conf` (from [`registries_conf`]) names.
+pub fn skopeo_pull_via_mirror(conf: &Path, closed: &str, repo: &str, out: &Path) {
+    let mut pull = Command::new("skopeo");
+    // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; its hidden flag works.
+    pull.arg("--registries-conf")
+        .arg(conf)
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("docker://{closed}/{repo}:v1"))
+        .arg(format!("oci:{}:v1", out.display()));
+    run(pull, "skopeo copy through the mirror");
+}
+
 /// A containerd of our own (socket, root and state under `dir`, no CRI).
 pub struct Containerd {
     pub _proc: Proc,
@@ -315,14 +328,7 @@ async fn skopeo_then_containerd_pull_through_two_daemons_registry_serves_each_bl
     // skopeo through daemon A (registries.conf mirror).
     let conf = registries_conf(d, &closed, a.proxy);
     let out = d.join("oci-out");
-    let mut pull = Command::new("skopeo");
-    // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; its hidden flag works.
-    pull.arg("--registries-conf")
-        .arg(&conf)
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("docker://{closed}/test/app:v1"))
-        .arg(format!("oci:{}:v1", out.display()));
-    run(pull, "skopeo copy through daemon A");
+    skopeo_pull_via_mirror(&conf, &closed, "test/app", &out);
     for digest in img.layers.iter().chain([&img.config]) {
         let hex = digest.trim_start_matches("sha256:");
         assert_eq!(

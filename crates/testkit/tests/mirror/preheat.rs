@@ -10,7 +10,8 @@ use odonata_testkit::counting::CountingProxy;
 use odonata_testkit::sha256_file;
 
 use crate::clients::{
-    build_image, mirror_config, missing, push_image, registries_conf, run, RealRegistry,
+    build_image, mirror_config, missing, push_image, registries_conf, skopeo_pull_via_mirror,
+    RealRegistry,
 };
 use crate::util::MirrorDaemon;
 
@@ -58,13 +59,7 @@ async fn preheated_image_from_a_real_registry_costs_it_no_blob_bytes_later() {
     let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
     let conf = registries_conf(d, &closed, a.proxy);
     let out = d.join("oci-out");
-    let mut pull = Command::new("skopeo");
-    pull.arg("--registries-conf")
-        .arg(&conf)
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("docker://{closed}/test/app:v1"))
-        .arg(format!("oci:{}:v1", out.display()));
-    run(pull, "skopeo copy through the mirror");
+    skopeo_pull_via_mirror(&conf, &closed, "test/app", &out);
     for digest in &blobs {
         let hex = digest.trim_start_matches("sha256:");
         assert_eq!(
