@@ -234,12 +234,15 @@ impl Engine {
                 let output = req.output.clone();
                 let digest = req.digest.clone();
                 let range = req.range;
+                let started = Instant::now();
+                tracing::debug!("all pieces held; exporting");
                 let bytes = tokio::task::spawn_blocking(move || match range {
                     Some(r) => export::export_range(&data, &output, r, digest.as_ref()),
                     None => export::export(&data, &output, digest.as_ref()),
                 })
                 .await
                 .map_err(|e| DownloadError::Io(e.to_string()))??;
+                tracing::debug!(ms = started.elapsed().as_millis() as u64, "exported");
                 Ok(Outcome {
                     bytes,
                     via: Via::P2p,
@@ -454,9 +457,14 @@ impl Engine {
         let mut rep = Reports::default();
         let mut idle_rounds = 0u32;
         let mut sync_errors = 0u32;
+        // One long-poll for work is kept outstanding while slots are free, even with
+        // transfers running: a parent's slot that frees up is then taken within one round
+        // trip instead of when one of our own transfers happens to end. Reports of ended
+        // transfers do not wait for it; they go at once on a short sync of their own.
+        let mut poll: Option<tokio::task::JoinHandle<PollResult>> = None;
         loop {
             let complete = data.is_complete();
-            if complete {
+            if complete && poll.is_none() {
                 // Every piece is on disk; collect the last transfers so they are reported.
                 while let Some(r) = jobs.join_next().await {
                     if let Ok(r) = r {
@@ -464,25 +472,59 @@ impl Engine {
                     }
                 }
             }
-            let want = if complete {
-                0
-            } else {
-                (parallel - jobs.len()) as u32
+            if poll.is_none() {
+                let want = if complete {
+                    0
+                } else {
+                    (parallel - jobs.len()) as u32
+                };
+                if want > 0 || complete || rep.pending() {
+                    let sreq = rep.request(&self.0.peer_id, want, if want > 0 { 2000 } else { 0 });
+                    let (me, node, task) = (self.clone(), node.clone(), task.clone());
+                    poll = Some(tokio::spawn(async move {
+                        let res = me.0.control.sync(&node, &task, &sreq).await;
+                        PollResult { sreq, res }
+                    }));
+                }
+            } else if rep.pending() {
+                let sreq = rep.request(&self.0.peer_id, 0, 0);
+                if let Err(e) = self.0.control.sync(&node, &task, &sreq).await {
+                    tracing::debug!(error = %e, "report failed; it goes with the next poll");
+                    rep.restore(sreq);
+                }
+            }
+            let event = tokio::select! {
+                r = async {
+                    match poll.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Polled(r),
+                Some(r) = jobs.join_next(), if !jobs.is_empty() => Wake::Job(r),
             };
-            let wait_ms = if jobs.is_empty() && !complete {
-                2000
-            } else {
-                0
+            let PollResult { sreq, res } = match event {
+                Wake::Job(r) => {
+                    if let Ok(r) = r {
+                        rep.absorb(r);
+                    }
+                    while let Some(Ok(r)) = jobs.try_join_next() {
+                        rep.absorb(r);
+                    }
+                    if let Some(e) = rep.local_error.take() {
+                        jobs.shutdown().await;
+                        if let Some(p) = poll.take() {
+                            p.abort();
+                        }
+                        return Err(P2pError::Storage(e));
+                    }
+                    continue;
+                }
+                Wake::Polled(r) => {
+                    poll = None;
+                    r.map_err(|e| P2pError::Storage(format!("sync task: {e}")))?
+                }
             };
-            let sreq = SyncRequest {
-                peer_id: self.0.peer_id.clone(),
-                finished: std::mem::take(&mut rep.finished),
-                failed: std::mem::take(&mut rep.failed),
-                released: std::mem::take(&mut rep.released),
-                want,
-                wait_ms,
-            };
-            let resp = match self.0.control.sync(&node, &task, &sreq).await {
+            let resp = match res {
                 Ok(r) => {
                     sync_errors = 0;
                     r
@@ -496,9 +538,7 @@ impl Engine {
                     }
                     // Keep the reports for the next attempt; re-register in case the
                     // supernode restarted and forgot us.
-                    rep.finished = sreq.finished;
-                    rep.failed = sreq.failed;
-                    rep.released = sreq.released;
+                    rep.restore(sreq);
                     tokio::time::sleep(Duration::from_millis(300 * u64::from(sync_errors))).await;
                     if let Ok((n, _, _)) = self.register(&mut reg, &nodes).await {
                         node = n;
@@ -506,9 +546,6 @@ impl Engine {
                     continue;
                 }
             };
-            if complete {
-                break;
-            }
             if let Some(len) = resp.layout.content_length {
                 if data.layout().content_length.is_none() {
                     let d = data.clone();
@@ -535,45 +572,34 @@ impl Engine {
                 let limits = limits.clone();
                 jobs.spawn(async move { me.fetch_piece(&task, &data, a, &limits).await });
             }
-            if !got_work && jobs.is_empty() {
-                if data.is_complete() {
-                    continue; // the last pieces were reused: report them, then stop
+            if data.is_complete() && jobs.is_empty() {
+                if rep.pending() {
+                    continue; // the last reports (or reused pieces) go out, then we stop
                 }
-                match &resp.state {
-                    TaskState::Running => idle_rounds = 0,
-                    TaskState::Done | TaskState::Failed { .. } => {
-                        idle_rounds += 1;
-                        // Each idle round is a long-poll that found nothing for 2 s;
-                        // parents free up as transfers end, so only a long drought is fatal.
-                        if idle_rounds > IDLE_ROUNDS_BEFORE_STUCK {
-                            if let TaskState::Failed { message, .. } = &resp.state {
-                                return Err(P2pError::SourceFailed(message.clone()));
-                            }
-                            let layout = data.layout();
-                            let missing: Vec<u32> = (0..layout.piece_count().unwrap_or(0))
-                                .filter(|n| data.piece(*n).is_none())
-                                .take(8)
-                                .collect();
-                            return Err(P2pError::Stuck(missing));
+                break;
+            }
+            if got_work || !jobs.is_empty() || sreq.wait_ms == 0 {
+                idle_rounds = 0;
+                continue;
+            }
+            match &resp.state {
+                TaskState::Running => idle_rounds = 0,
+                TaskState::Done | TaskState::Failed { .. } => {
+                    idle_rounds += 1;
+                    // Each idle round is a long-poll that found nothing for 2 s;
+                    // parents free up as transfers end, so only a long drought is fatal.
+                    if idle_rounds > IDLE_ROUNDS_BEFORE_STUCK {
+                        if let TaskState::Failed { message, .. } = &resp.state {
+                            return Err(P2pError::SourceFailed(message.clone()));
                         }
+                        let layout = data.layout();
+                        let missing: Vec<u32> = (0..layout.piece_count().unwrap_or(0))
+                            .filter(|n| data.piece(*n).is_none())
+                            .take(8)
+                            .collect();
+                        return Err(P2pError::Stuck(missing));
                     }
                 }
-                continue;
-            }
-            idle_rounds = 0;
-            if jobs.is_empty() {
-                continue;
-            }
-            // Wait for one transfer, then collect whatever else is ready, and sync again.
-            if let Some(Ok(r)) = jobs.join_next().await {
-                rep.absorb(r);
-            }
-            while let Some(Ok(r)) = jobs.try_join_next() {
-                rep.absorb(r);
-            }
-            if let Some(e) = rep.local_error.take() {
-                jobs.shutdown().await;
-                return Err(P2pError::Storage(e));
             }
         }
         if self.0.cfg.leave_when_done {
@@ -610,6 +636,7 @@ impl Engine {
                         .p2p_bytes
                         .fetch_add(u64::from(len), Ordering::Relaxed);
                     let is_seed = parent.peer_id.0.starts_with("seed-");
+                    tracing::debug!(piece = a.num, parent = %parent.addr, ms = start.elapsed().as_millis() as u64, "fetched");
                     return JobResult {
                         num: a.num,
                         done: Some((
@@ -666,6 +693,18 @@ struct JobResult {
     local_error: Option<String>,
 }
 
+/// A finished sync and the request it carried (its reports are kept if it failed).
+struct PollResult {
+    sreq: SyncRequest,
+    res: Result<odonata_proto::messages::SyncResponse, ControlError>,
+}
+
+/// What woke the task loop.
+enum Wake {
+    Polled(Result<PollResult, tokio::task::JoinError>),
+    Job(Result<JobResult, tokio::task::JoinError>),
+}
+
 /// What finished transfers tell the supernode at the next sync, and the tallies.
 #[derive(Default)]
 struct Reports {
@@ -679,6 +718,30 @@ struct Reports {
 }
 
 impl Reports {
+    /// Whether reports are waiting to be sent.
+    fn pending(&self) -> bool {
+        !(self.finished.is_empty() && self.failed.is_empty() && self.released.is_empty())
+    }
+
+    /// A sync request carrying every waiting report.
+    fn request(&mut self, peer: &PeerId, want: u32, wait_ms: u32) -> SyncRequest {
+        SyncRequest {
+            peer_id: peer.clone(),
+            finished: std::mem::take(&mut self.finished),
+            failed: std::mem::take(&mut self.failed),
+            released: std::mem::take(&mut self.released),
+            want,
+            wait_ms,
+        }
+    }
+
+    /// Takes back the reports of a request that did not arrive.
+    fn restore(&mut self, r: SyncRequest) {
+        self.finished.extend(r.finished);
+        self.failed.extend(r.failed);
+        self.released.extend(r.released);
+    }
+
     fn absorb(&mut self, r: JobResult) {
         self.failed.extend(r.failed);
         if r.local_error.is_some() {

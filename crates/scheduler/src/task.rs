@@ -149,6 +149,13 @@ impl TaskSchedule {
         }
     }
 
+    /// Whether `id` holds every piece known so far (with the seed done, the whole task).
+    pub fn holds_all(&self, id: &PeerId) -> bool {
+        self.index
+            .get(id)
+            .is_some_and(|&i| self.peers[i].have_count >= self.pieces_known())
+    }
+
     /// Pieces known so far.
     pub fn pieces_known(&self) -> u32 {
         self.pieces.iter().filter(|p| p.is_some()).count() as u32

@@ -423,7 +423,9 @@ async fn sync(
             // A failed seed with nothing cut will never have work: answer at once.
             let hopeless =
                 matches!(inner.state, TaskState::Failed { .. }) && inner.sched.pieces_known() == 0;
-            !assigned.is_empty() || hopeless
+            // A peer that reported its last piece on another request has nothing to wait for.
+            let done = matches!(inner.state, TaskState::Done) && inner.sched.holds_all(&peer);
+            !assigned.is_empty() || hopeless || done
         })
         .await;
     }
