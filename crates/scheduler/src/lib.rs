@@ -49,7 +49,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             parents_per_piece: 3,
-            peer_upload_slots: 4,
+            peer_upload_slots: 8,
             seed_upload_slots: 8,
             seed_slots_per_peer: 2,
             seed_once_window: Duration::from_secs(10),
