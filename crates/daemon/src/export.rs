@@ -107,7 +107,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> DownloadError {
     DownloadError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Copies a complete task to `output` (reflinking where the file system can), after
+/// Links (or copies) a complete task to `output`, after
 /// checking the whole-file digest when one is given. Returns the byte count.
 pub(crate) fn export(
     data: &TaskData,
@@ -129,14 +129,24 @@ pub(crate) fn export(
         check_digest(h, want)?;
     }
     let tmp = TempOut::new(output);
-    // std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS.
-    fs::copy(data.data_path(), &tmp.path).map_err(|e| io_err("writing", &tmp.path, e))?;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&tmp.path)
-        .map_err(|e| io_err("opening", &tmp.path, e))?;
-    f.set_len(len).map_err(|e| io_err("sizing", &tmp.path, e))?;
-    f.sync_all().map_err(|e| io_err("syncing", &tmp.path, e))?;
+    // A hard link costs no copy and no second write of the file, as Dragonfly does; the
+    // store never writes into a complete task's file again, and unlinks (never truncates)
+    // it when the task is replaced. Another file system, or one without links: copy
+    // (std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS).
+    let linked = fs::metadata(data.data_path()).is_ok_and(|m| m.len() == len)
+        && fs::hard_link(data.data_path(), &tmp.path).is_ok();
+    if linked {
+        data.sync_data()
+            .map_err(|e| DownloadError::Io(e.to_string()))?;
+    } else {
+        fs::copy(data.data_path(), &tmp.path).map_err(|e| io_err("writing", &tmp.path, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&tmp.path)
+            .map_err(|e| io_err("opening", &tmp.path, e))?;
+        f.set_len(len).map_err(|e| io_err("sizing", &tmp.path, e))?;
+        f.sync_all().map_err(|e| io_err("syncing", &tmp.path, e))?;
+    }
     tmp.persist(output)?;
     Ok(len)
 }
@@ -274,4 +284,63 @@ pub(crate) async fn from_source(
     }
     tmp.persist(&req.output)?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use odonata_proto::{PieceDigest, PieceLayout, TaskKey};
+    use odonata_storage::{Store, TaskMeta};
+
+    use super::*;
+
+    fn complete_task(store: &Store, body: &[u8]) -> std::sync::Arc<TaskData> {
+        let t = store
+            .prepare(TaskMeta {
+                task_id: TaskKey::new("http://h/f", &[]).unwrap().id(),
+                url: "http://h/f".into(),
+                layout: PieceLayout {
+                    piece_size: 1024,
+                    content_length: Some(body.len() as u64),
+                },
+            })
+            .unwrap();
+        for (i, chunk) in body.chunks(1024).enumerate() {
+            t.write_piece(i as u32, chunk, PieceDigest::of(chunk))
+                .unwrap();
+        }
+        assert!(t.is_complete());
+        t
+    }
+
+    #[test]
+    fn export_links_the_data_file_and_checks_the_digest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        let body: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let t = complete_task(&store, &body);
+        let out = dir.path().join("out.bin");
+        std::fs::write(&out, b"old contents").unwrap();
+        let wrong: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        assert!(matches!(
+            export(&t, &out, Some(&wrong)),
+            Err(DownloadError::Digest { .. })
+        ));
+        assert_eq!(std::fs::read(&out).unwrap(), b"old contents");
+        assert_eq!(export(&t, &out, None).unwrap(), body.len() as u64);
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+        // One inode for the cache and the output: no copy, no second write of the file.
+        let (a, b) = (
+            std::fs::metadata(t.data_path()).unwrap(),
+            std::fs::metadata(&out).unwrap(),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("odonata-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

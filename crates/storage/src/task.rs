@@ -69,11 +69,17 @@ impl TaskData {
     pub(crate) fn create(root: &Path, meta: TaskMeta) -> Result<Self, StorageError> {
         let id = meta.task_id.clone();
         let dp = data_path(root, &id);
+        // A finished download's output may be a hard link to the old data file: unlink it
+        // rather than truncate it, so the user's copy is never touched.
+        match fs::remove_file(&dp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("replace", &dp, e)),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&dp)
             .map_err(|e| StorageError::io("create", &dp, e))?;
         if let Some(len) = meta.layout.content_length {
@@ -358,6 +364,13 @@ impl TaskData {
         self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
         self.last_used.store(now_ms(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Waits until the data file's bytes are on disk.
+    pub fn sync_data(&self) -> Result<(), StorageError> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("sync", &self.data_path, e))
     }
 
     /// Reads a held piece; None when it is not held.

@@ -133,3 +133,21 @@ fn streamed_pieces_are_invisible_until_committed_and_held_ones_are_never_overwri
         "wrong length"
     );
 }
+
+#[test]
+fn a_task_started_afresh_never_truncates_a_hard_linked_output() {
+    // Export links the data file to the user's output; starting the task again (here a
+    // changed layout) must leave that output's bytes alone.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = store.prepare(meta(Some(1024))).unwrap();
+    let p = piece(7, 1024);
+    t.write_piece(0, &p, PieceDigest::of(&p)).unwrap();
+    let out = dir.path().join("output.bin");
+    std::fs::hard_link(t.data_path(), &out).unwrap();
+    let t2 = store.prepare(meta(Some(3000))).unwrap();
+    let q = piece(9, 1024);
+    t2.write_piece(0, &q, PieceDigest::of(&q)).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), p);
+    assert_eq!(std::fs::metadata(t2.data_path()).unwrap().len(), 3000);
+}
