@@ -35,6 +35,10 @@ pub struct Args {
     /// Download limit for the whole host, e.g. 100M (bytes per second).
     #[arg(long = "totallimit", env = "DFDAEMON_TOTALLIMIT")]
     pub total_limit: Option<String>,
+    /// Upload limit for the whole host, e.g. 11M (bytes per second); a little under the
+    /// uplink keeps this host's own downloads from starving behind its uploads.
+    #[arg(long = "upload-limit", env = "DFDAEMON_UPLOAD_LIMIT")]
+    pub upload_limit: Option<String>,
     /// Pieces fetched at once per task.
     #[arg(long, env = "DFDAEMON_PARALLEL")]
     pub parallel: Option<usize>,
@@ -59,6 +63,7 @@ pub struct FileConfig {
     upload_listen: Option<SocketAddr>,
     advertise_ip: Option<IpAddr>,
     totallimit: Option<String>,
+    upload_limit: Option<String>,
     parallel: Option<usize>,
     proxy_listen: Option<SocketAddr>,
     mirror: Option<crate::mirror::MirrorFile>,
@@ -77,6 +82,8 @@ pub struct DaemonConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Whole-host download limit.
     pub total_limit: Option<u64>,
+    /// Whole-host upload limit.
+    pub upload_limit: Option<u64>,
     /// Pieces fetched at once per task.
     pub parallel: usize,
     /// Registry mirror / proxy address, when enabled.
@@ -119,10 +126,20 @@ impl DaemonConfig {
         for n in &supernodes {
             check_node(n)?;
         }
-        let total_limit = match args.total_limit.as_deref().or(file.totallimit.as_deref()) {
-            Some(s) => parse_rate(s).map_err(|e| ConfigError::Invalid(e.to_string()))?,
-            None => None,
+        let rate = |flag: Option<&str>, key: Option<&str>, what: &str| match flag.or(key) {
+            Some(s) => parse_rate(s).map_err(|e| ConfigError::Invalid(format!("{what}: {e}"))),
+            None => Ok(None),
         };
+        let total_limit = rate(
+            args.total_limit.as_deref(),
+            file.totallimit.as_deref(),
+            "totallimit",
+        )?;
+        let upload_limit = rate(
+            args.upload_limit.as_deref(),
+            file.upload_limit.as_deref(),
+            "upload_limit",
+        )?;
         let parallel = args.parallel.or(file.parallel).unwrap_or(8);
         if !(1..=64).contains(&parallel) {
             return Err(ConfigError::Invalid(format!(
@@ -142,6 +159,7 @@ impl DaemonConfig {
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 65000))),
             advertise_ip: args.advertise_ip.or(file.advertise_ip),
             total_limit,
+            upload_limit,
             parallel,
         })
     }
@@ -155,7 +173,11 @@ mod tests {
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("d.yml");
-        std::fs::write(&f, "nodes: [\"a:8002\", \"b:8002\"]\ntotallimit: 20M\n").unwrap();
+        std::fs::write(
+            &f,
+            "nodes: [\"a:8002\", \"b:8002\"]\ntotallimit: 20M\nupload_limit: 11M\n",
+        )
+        .unwrap();
         let mut args = Args {
             config: Some(f.clone()),
             ..Args::default()
@@ -163,6 +185,7 @@ mod tests {
         let c = DaemonConfig::resolve(&args).unwrap();
         assert_eq!(c.supernodes, vec!["a:8002", "b:8002"]);
         assert_eq!(c.total_limit, Some(20 << 20));
+        assert_eq!(c.upload_limit, Some(11 << 20));
         args.supernodes = vec!["c:1".into()];
         assert_eq!(
             DaemonConfig::resolve(&args).unwrap().supernodes,

@@ -106,8 +106,12 @@ pub async fn run_with_proxy(
         }
         None => None,
     };
-    let upload_app = upload_router(store, upload_stats.clone(), None)
-        .merge(metrics::router(engine.stats(), upload_stats));
+    let upload_app = upload_router(
+        store,
+        upload_stats.clone(),
+        cfg.upload_limit.map(odonata_transfer::limiter),
+    )
+    .merge(metrics::router(engine.stats(), upload_stats));
     let s1 = shutdown.clone();
     let s2 = shutdown.clone();
     let up =
