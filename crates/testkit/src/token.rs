@@ -98,6 +98,7 @@ struct St {
 pub struct TokenServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    https: bool,
     st: Arc<St>,
     stop: CancellationToken,
 }
@@ -113,8 +114,26 @@ fn key_err(e: impl std::fmt::Display) -> TokenError {
 }
 
 impl TokenServer {
-    /// Starts serving `GET /token`, signing with `signer`.
+    /// Starts serving `GET /token` over plain HTTP, signing with `signer`.
     pub async fn start(cfg: TokenConfig, signer: &SigningCert) -> Result<Self, TokenError> {
+        Self::launch(cfg, signer, None).await
+    }
+
+    /// Starts serving `GET /token` over HTTPS with this PEM certificate chain and key.
+    pub async fn start_tls(
+        cfg: TokenConfig,
+        signer: &SigningCert,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, TokenError> {
+        Self::launch(cfg, signer, Some(crate::tls::acceptor(cert, key)?)).await
+    }
+
+    async fn launch(
+        cfg: TokenConfig,
+        signer: &SigningCert,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Self, TokenError> {
         let der = match PrivateKeyDer::from_pem_file(&signer.key).map_err(key_err)? {
             PrivateKeyDer::Pkcs8(k) => k,
             _ => return Err(TokenError::Key("the key is not PKCS#8".into())),
@@ -143,17 +162,31 @@ impl TokenServer {
             .with_state(st.clone());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
-        Ok(Self { addr, st, stop })
+        let https = tls.is_some();
+        match tls {
+            Some(acceptor) => {
+                tokio::spawn(crate::tls::serve(listener, app, acceptor, s));
+            }
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { s.cancelled().await })
+                        .await;
+                });
+            }
+        }
+        Ok(Self {
+            addr,
+            https,
+            st,
+            stop,
+        })
     }
 
     /// The `realm` to put in the registry's configuration.
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/token", self.addr)
     }
 
     /// Requests received on `/token` so far (any method, any outcome).

@@ -70,14 +70,15 @@ impl RealRegistry {
         Self::launch(dir, "", auth)
     }
 
-    /// Starts it serving HTTPS with this PEM certificate chain and key.
-    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Self {
+    /// Starts it serving HTTPS with this PEM certificate chain and key, and `auth` as in
+    /// [`RealRegistry::start`].
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path, auth: &str) -> Self {
         let tls = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             cert.display(),
             key.display()
         );
-        Self::launch(dir, &tls, "")
+        Self::launch(dir, &tls, auth)
     }
 
     fn launch(dir: &Path, http_extra: &str, auth: &str) -> Self {

@@ -297,7 +297,7 @@ async fn https_registry_with_private_ca_pulls_with_ca_file_and_fails_clearly_wit
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ca, cert, key) = private_ca(d);
-    let reg = RealRegistry::start_tls(d, &cert, &key);
+    let reg = RealRegistry::start_tls(d, &cert, &key, "");
     let img = build_image(d, "v1");
     push_image(&img, reg.addr, "test/app", None);
 
@@ -342,4 +342,83 @@ async fn https_registry_with_private_ca_pulls_with_ca_file_and_fails_clearly_wit
     }
     let log = std::fs::read_to_string(bad.daemon.home.join("dfdaemon.log")).unwrap();
     assert!(log.to_lowercase().contains("certificate"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_token_registry_with_private_ca_token_exchange_trusts_ca_file() {
+    if let Some(why) = missing(
+        &["docker-registry", "skopeo", "openssl", "tar", "gzip"],
+        false,
+    ) {
+        println!("SKIPPED private-CA token mirror test: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = private_ca(d);
+    let signer = signing_cert(d).unwrap();
+    // The token server shares the registry's certificate, as it often shares its host.
+    let tokens = TokenServer::start_tls(
+        TokenConfig {
+            user: "alice".into(),
+            password: "s3cret".into(),
+            service: "odonata-test-registry".into(),
+            issuer: "odonata-test-issuer".into(),
+        },
+        &signer,
+        &cert,
+        &key,
+    )
+    .await
+    .unwrap();
+    let reg = RealRegistry::start_tls(
+        d,
+        &cert,
+        &key,
+        &format!(
+            "auth:\n  token:\n    realm: {}\n    service: odonata-test-registry\n    issuer: odonata-test-issuer\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            signer.cert.display()
+        ),
+    );
+    let img = build_image(d, "v1");
+    push_image(&img, reg.addr, "private/app", Some("alice:s3cret"));
+
+    // Configured credentials, a client that sends none: the daemon does the exchange
+    // with the token server, which only the ca_file makes trusted.
+    let closed = format!("127.0.0.1:{}", free_port().unwrap());
+    let cfg = d.join("dfdaemon.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mirror:\n  registries:\n    \"{closed}\": {{url: \"https://{}\", ca_file: \"{}\", username: alice, password: s3cret}}\n",
+            reg.addr,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let sn = Supernode::start(d).unwrap();
+    let nodes = vec![sn.addr.to_string()];
+    let m = MirrorDaemon::start(d, "m", &nodes, &closed, &["--config", &cfg_s]);
+    let http = client();
+    let before = tokens.requests();
+    let r = manifest_get(&http, &format!("{}/v2/private/app/manifests/v1", m.url()))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "{:?}", r.text().await);
+    let layer = &img.layers[1];
+    let r = http
+        .get(format!("{}/v2/private/app/blobs/{layer}", m.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&r.bytes().await.unwrap())),
+        *layer
+    );
+    assert_eq!(tokens.requests() - before, 1);
 }
