@@ -8,6 +8,7 @@ pub mod netns;
 pub mod origin;
 pub mod registry;
 mod tls;
+pub mod token;
 
 use bytes::Bytes;
 use rand::{RngCore, SeedableRng};

@@ -16,6 +16,9 @@ use url::Url;
 use super::upstream::Upstream;
 use super::MirrorError;
 
+/// Longest a token request may take, answer included.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Challenge {
@@ -116,7 +119,6 @@ pub(crate) struct Auth {
     /// The last challenge seen per upstream and repository, so later requests carry a
     /// token at once instead of collecting a 401 first.
     challenges: Mutex<HashMap<(String, String), Challenge>>,
-    token_client: reqwest::Client,
     /// Token requests sent (for metrics and tests).
     pub(crate) token_requests: AtomicU64,
 }
@@ -138,18 +140,6 @@ fn is_bearer(v: &HeaderValue) -> bool {
 }
 
 impl Auth {
-    pub(crate) fn new() -> Self {
-        Self {
-            token_client: reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-            ..Self::default()
-        }
-    }
-
     /// Sends a request to the upstream on behalf of a client of `repo`, doing the token
     /// exchange when the upstream asks for one. A client that brings its own Bearer token
     /// (it did the exchange itself) is passed through untouched.
@@ -216,7 +206,10 @@ impl Auth {
         lock(&self.challenges).insert(memo_key, ch.clone());
         let value = match ch.scheme.as_str() {
             "bearer" => {
-                match self.token(&ch, repo, &creds, used_cached.as_ref()).await {
+                match self
+                    .token(up, &ch, repo, &creds, used_cached.as_ref())
+                    .await
+                {
                     Ok(v) => v,
                     // Wrong credentials or a token server saying no: the client sees the
                     // upstream's own 401 and challenge.
@@ -255,9 +248,12 @@ impl Auth {
     }
 
     /// A token for the challenge's scope: the cached one, or one fetched now by exactly one
-    /// of the requests wanting it. `stale` is a token the upstream just refused.
+    /// of the requests wanting it. `stale` is a token the upstream just refused. The
+    /// request goes out with the upstream's client: a token server on the registry's host
+    /// usually has a certificate from the same private CA (`ca_file`).
     async fn token(
         &self,
+        up: &Upstream,
         ch: &Challenge,
         repo: &str,
         creds: &Creds,
@@ -286,15 +282,14 @@ impl Auth {
             }
             q.append_pair("scope", &scope);
         }
-        let mut req = self.token_client.get(realm.clone());
+        let mut req = up.http.get(realm.clone()).timeout(TOKEN_TIMEOUT);
         if let Creds::Basic(v) = creds {
             req = req.header(header::AUTHORIZATION, v.clone());
         }
         self.token_requests.fetch_add(1, Ordering::Relaxed);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| MirrorError::Upstream(format!("token server {realm}: {e}")))?;
+        let resp = req.send().await.map_err(|e| {
+            MirrorError::Upstream(format!("token server {realm}: {}", root_cause(&e)))
+        })?;
         if !resp.status().is_success() {
             return Err(MirrorError::Upstream(format!(
                 "token server {} answered {}",

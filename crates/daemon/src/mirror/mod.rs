@@ -125,7 +125,7 @@ impl Mirror {
         let proxy = proxy::Rules::new(&cfg.proxy_rules, cfg.connect)?;
         Ok(Self(Arc::new(Inner {
             upstreams,
-            auth: auth::Auth::new(),
+            auth: auth::Auth::default(),
             tags: passthrough::TagCache::default(),
             proxy,
             stats: MirrorStats::default(),

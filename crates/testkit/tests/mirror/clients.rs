@@ -67,6 +67,21 @@ pub struct RealRegistry {
 impl RealRegistry {
     /// Starts it with storage under `dir`; `auth` is an extra YAML `auth:` section.
     pub fn start(dir: &Path, auth: &str) -> Self {
+        Self::launch(dir, "", auth)
+    }
+
+    /// Starts it serving HTTPS with this PEM certificate chain and key, and `auth` as in
+    /// [`RealRegistry::start`].
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path, auth: &str) -> Self {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Self::launch(dir, &tls, auth)
+    }
+
+    fn launch(dir: &Path, http_extra: &str, auth: &str) -> Self {
         let port = free_port().unwrap();
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let root = dir.join("registry-data");
@@ -75,7 +90,7 @@ impl RealRegistry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{http_extra}{auth}",
                 root.display()
             ),
         )
@@ -204,10 +219,31 @@ pub fn push_image(img: &TestImage, reg: std::net::SocketAddr, repo: &str, creds:
 /// Writes a dfdaemon config whose mirror maps the registry name `closed` (where nothing
 /// listens) to `upstream`; returns the path for `--config`.
 pub fn mirror_config(dir: &Path, closed: &str, upstream: std::net::SocketAddr) -> String {
-    let cfg = dir.join("dfdaemon.yml");
+    mirror_config_file(
+        dir,
+        "dfdaemon.yml",
+        closed,
+        &format!("http://{upstream}"),
+        None,
+    )
+}
+
+/// Writes `dir/file`, a dfdaemon config whose mirror maps the registry name `closed` to
+/// the upstream `url`, trusting `ca_file` for it if given; returns the path.
+pub fn mirror_config_file(
+    dir: &Path,
+    file: &str,
+    closed: &str,
+    url: &str,
+    ca_file: Option<&Path>,
+) -> String {
+    let cfg = dir.join(file);
+    let ca = ca_file
+        .map(|p| format!(", ca_file: \"{}\"", p.display()))
+        .unwrap_or_default();
     std::fs::write(
         &cfg,
-        format!("mirror:\n  registries:\n    \"{closed}\": {{url: \"http://{upstream}\"}}\n"),
+        format!("mirror:\n  registries:\n    \"{closed}\": {{url: \"{url}\"{ca}}}\n"),
     )
     .unwrap();
     cfg.to_string_lossy().into_owned()
@@ -237,6 +273,54 @@ pub fn skopeo_pull_via_mirror(conf: &Path, closed: &str, repo: &str, out: &Path)
         .arg(format!("docker://{closed}/{repo}:v1"))
         .arg(format!("oci:{}:v1", out.display()));
     run(pull, "skopeo copy through the mirror");
+}
+
+/// A skopeo copy of `closed/repo:v1` into an OCI layout at `dir/out`, through the mirror
+/// at `mirror` that `conf` names, with `creds` (`user:password`) for the mirror if given.
+pub fn skopeo_pull_cmd(
+    dir: &Path,
+    conf: &Path,
+    mirror: std::net::SocketAddr,
+    closed: &str,
+    repo: &str,
+    creds: Option<&str>,
+    out: &str,
+) -> Command {
+    let mut c = Command::new("skopeo");
+    c.arg("--registries-conf")
+        .arg(conf)
+        .args(["--insecure-policy", "copy"]);
+    // skopeo takes a mirror's credentials from an authfile keyed by the mirror's host
+    // (--src-creds only reaches the primary location).
+    let authfile = dir.join(format!("{out}-auth.json"));
+    let auths = match creds {
+        Some(cr) => format!(
+            r#"{{"auths":{{"{mirror}":{{"auth":"{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode(cr)
+        ),
+        None => r#"{"auths":{}}"#.to_owned(),
+    };
+    std::fs::write(&authfile, auths).unwrap();
+    c.arg("--src-authfile").arg(&authfile);
+    c.arg(format!("docker://{closed}/{repo}:v1"))
+        .arg(format!("oci:{}:v1", dir.join(out).display()));
+    c
+}
+
+/// Writes `dir/certs.d/CLOSED/hosts.toml` sending containerd's pulls of `closed` to the
+/// mirror at `mirror`; returns the `certs.d` directory for `--hosts-dir`.
+pub fn hosts_dir(dir: &Path, closed: &str, mirror: std::net::SocketAddr) -> PathBuf {
+    let certs = dir.join("certs.d");
+    let hosts = certs.join(closed);
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{closed}\"\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+    certs
 }
 
 /// A containerd of our own (socket, root and state under `dir`, no CRI).
@@ -273,6 +357,19 @@ impl Containerd {
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
         c.arg("-a").arg(&self.socket).arg("-n").arg("odonata");
+        c
+    }
+
+    /// `ctr images pull` of `reference` with the native snapshotter, hosts from `hosts`
+    /// (see [`hosts_dir`]), as `user` (`name:password`) if given.
+    pub fn pull(&self, hosts: &Path, reference: &str, user: Option<&str>) -> Command {
+        let mut c = self.ctr();
+        c.args(["images", "pull", "--snapshotter", "native", "--hosts-dir"])
+            .arg(hosts);
+        if let Some(u) = user {
+            c.args(["--user", u]);
+        }
+        c.arg(reference);
         c
     }
 }
@@ -339,21 +436,9 @@ async fn skopeo_then_containerd_pull_through_two_daemons_registry_serves_each_bl
     }
 
     // containerd through daemon B (hosts.toml), unpacked with the native snapshotter.
-    let hosts = d.join("certs.d").join(&closed);
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://{closed}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            b.proxy
-        ),
-    )
-    .unwrap();
+    let hosts = hosts_dir(d, &closed, b.proxy);
     let ctrd = Containerd::start(d);
-    let mut pull = ctrd.ctr();
-    pull.args(["images", "pull", "--snapshotter", "native", "--hosts-dir"])
-        .arg(d.join("certs.d"))
-        .arg(format!("{closed}/test/app:v1"));
+    let pull = ctrd.pull(&hosts, &format!("{closed}/test/app:v1"), None);
     run(pull, "ctr pull through daemon B");
     let mut ls = ctrd.ctr();
     ls.args(["content", "ls", "-q"]);
@@ -431,27 +516,8 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
     let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
     let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg_s]);
     let conf = registries_conf(d, &closed, a.proxy);
-    // skopeo takes a mirror's credentials from an authfile keyed by the mirror's host
-    // (--src-creds only reaches the primary location).
     let skopeo = |creds: Option<&str>, out: &str| {
-        let mut c = Command::new("skopeo");
-        c.arg("--registries-conf")
-            .arg(&conf)
-            .args(["--insecure-policy", "copy"]);
-        let authfile = d.join(format!("{out}-auth.json"));
-        let auths = match creds {
-            Some(cr) => format!(
-                r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
-                a.proxy,
-                base64::engine::general_purpose::STANDARD.encode(cr)
-            ),
-            None => r#"{"auths":{}}"#.to_owned(),
-        };
-        std::fs::write(&authfile, auths).unwrap();
-        c.arg("--src-authfile").arg(&authfile);
-        c.arg(format!("docker://{closed}/private/app:v1"))
-            .arg(format!("oci:{}:v1", d.join(out).display()));
-        c
+        skopeo_pull_cmd(d, &conf, a.proxy, &closed, "private/app", creds, out)
     };
     for (creds, out) in [(None, "no-creds"), (Some("alice:wrong"), "bad-creds")] {
         let o = run_with_limit(skopeo(creds, out), Duration::from_secs(120)).unwrap();
@@ -475,27 +541,10 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
         "skopeo with the right credentials",
     );
 
-    let hosts = d.join("certs.d").join(&closed);
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://{closed}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            b.proxy
-        ),
-    )
-    .unwrap();
+    let hosts = hosts_dir(d, &closed, b.proxy);
     let ctrd = Containerd::start(d);
-    let ctr_pull = |user: Option<&str>| {
-        let mut c = ctrd.ctr();
-        c.args(["images", "pull", "--snapshotter", "native", "--hosts-dir"])
-            .arg(d.join("certs.d"));
-        if let Some(u) = user {
-            c.args(["--user", u]);
-        }
-        c.arg(format!("{closed}/private/app:v1"));
-        c
-    };
+    let reference = format!("{closed}/private/app:v1");
+    let ctr_pull = |user: Option<&str>| ctrd.pull(&hosts, &reference, user);
     let before = counter.blob_bytes();
     let o = run_with_limit(ctr_pull(Some("alice:wrong")), Duration::from_secs(120)).unwrap();
     assert!(
