@@ -49,11 +49,7 @@ pub struct ControlClient {
 }
 
 fn detail(e: &reqwest::Error) -> String {
-    let mut cur: &dyn std::error::Error = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
+    odonata_proto::error::root_cause(e)
 }
 
 impl Default for ControlClient {

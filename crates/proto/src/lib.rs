@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod digest;
+pub mod error;
 pub mod ids;
 pub mod messages;
 pub mod piece;

@@ -90,19 +90,7 @@ impl SourceError {
     }
 }
 
-/// The innermost cause of an error chain, which is what a user can act on.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    let msg = cur.to_string();
-    if msg.is_empty() {
-        e.to_string()
-    } else {
-        msg
-    }
-}
+use odonata_proto::error::root_cause;
 
 /// Options of the HTTP source.
 #[derive(Clone, Debug)]

@@ -122,7 +122,7 @@ impl PieceClient {
         let url = format!("http://{addr}/pieces/{task}/{num}");
         let unreachable = |e: reqwest::Error| FetchError::Unreachable {
             addr: addr.to_owned(),
-            detail: e.without_url().to_string(),
+            detail: odonata_proto::error::root_cause(&e.without_url()),
         };
         let timeout = || FetchError::Timeout {
             addr: addr.to_owned(),

@@ -340,14 +340,7 @@ async fn send_once(
     Ok(Sent { resp, headers })
 }
 
-/// The innermost cause of an error chain.
-pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
+pub(crate) use odonata_proto::error::root_cause;
 
 #[cfg(test)]
 mod tests {
