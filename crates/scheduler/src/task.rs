@@ -149,6 +149,23 @@ impl TaskSchedule {
         }
     }
 
+    /// `peer` no longer holds piece `num` (its copy failed a re-check): it is no longer a
+    /// parent for it, and may be assigned it again.
+    pub fn lost(&mut self, peer: &PeerId, num: u32) {
+        let Some(&i) = self.index.get(peer) else {
+            return;
+        };
+        let n = num as usize;
+        let p = &mut self.peers[i];
+        if p.have.get(n).copied().unwrap_or(false) {
+            p.have[n] = false;
+            p.have_count = p.have_count.saturating_sub(1);
+            if let Some(h) = self.holders.get_mut(n) {
+                h.retain(|&x| x != i);
+            }
+        }
+    }
+
     /// Whether `id` holds every piece known so far (with the seed done, the whole task).
     pub fn holds_all(&self, id: &PeerId) -> bool {
         self.index
@@ -304,22 +321,21 @@ impl TaskSchedule {
         let total = holders.len();
         let sample = total.min(self.cfg.parent_sample);
         let start = (mix(me as u64, u64::from(num)) % total as u64) as usize;
+        // The seed sends each piece once: when another live peer holds the piece or it is
+        // already on its way somewhere, the asker waits for a peer copy instead, and the
+        // seed is not even a fallback (a failed peer transfer is retried on peers). The
+        // seed's uplink is the scarcest link in the swarm; a second copy from it delays a
+        // fresh one, and it is what the source side pays for.
+        let seed_held_back = self.spread_elsewhere(num, me, now);
+        let allowed = |i: Idx| !(seed_held_back && self.peers[i].is_seed);
         let mut scored: Vec<(u32, Idx)> = Vec::with_capacity(sample);
         for k in 0..sample {
             let i = holders[(start + k) % total];
-            if self.eligible(i, me) {
+            if self.eligible(i, me) && allowed(i) {
                 scored.push((self.cost(i), i));
             }
         }
         scored.sort_unstable();
-        // The seed sends each piece once: when another live peer holds the piece or it is
-        // already on its way somewhere, the asker waits for a peer copy instead. The seed's
-        // uplink is the scarcest link in the swarm; a second copy from it delays a fresh one.
-        if scored.first().is_some_and(|&(_, i)| self.peers[i].is_seed)
-            && self.spread_elsewhere(num, me, now)
-        {
-            return Vec::new();
-        }
         // A parent at its slot limit is still a fine fallback after the first choice.
         let mut chosen: Vec<Idx> = scored
             .iter()
@@ -333,7 +349,7 @@ impl TaskSchedule {
             for k in 0..sample {
                 let i = holders[(start + k) % total];
                 let p = &self.peers[i];
-                if i != me && !p.blocked && !p.dead && !chosen.contains(&i) {
+                if i != me && !p.blocked && !p.dead && !chosen.contains(&i) && allowed(i) {
                     chosen.push(i);
                     if chosen.len() == self.cfg.parents_per_piece {
                         break;

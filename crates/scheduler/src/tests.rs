@@ -92,14 +92,28 @@ fn rarest_first_spreads_peers_over_different_pieces() {
 }
 
 #[test]
-fn peers_are_preferred_over_the_seed_once_they_hold_a_piece() {
-    let mut s = schedule(4, 2);
+fn once_a_live_peer_holds_a_piece_the_seed_is_not_even_a_fallback() {
+    let mut s = schedule(1, 3);
     let now = Instant::now();
     s.finished(&peer(0), &done(0, &seed()));
     let d = s.assign(&peer(1), 4, now);
     let p0 = d.iter().find(|d| d.num == 0).unwrap();
     assert_eq!(p0.parents[0].0, peer(0));
-    assert_eq!(p0.parents[1].0, seed());
+    // A failed peer transfer is retried on peers, never as a second copy from the seed.
+    assert!(p0.parents.iter().all(|p| p.0 != seed()), "{p0:?}");
+    // With the only holder dead, the seed sends it again.
+    s.failed(
+        &peer(1),
+        &PieceFailed {
+            num: 0,
+            parent: peer(0),
+            reason: FailReason::Unreachable,
+        },
+    );
+    s.release(&peer(1), 0);
+    let d = s.assign(&peer(1), 4, now);
+    let p0 = d.iter().find(|d| d.num == 0).unwrap();
+    assert_eq!(p0.parents[0].0, seed());
 }
 
 #[test]
