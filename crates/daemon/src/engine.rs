@@ -219,12 +219,33 @@ impl Engine {
         if let Some(l) = req.rate_limit {
             limits.push(odonata_transfer::limiter(l));
         }
-        let p2p = if nodes.is_empty() {
+        let mut p2p = if nodes.is_empty() {
             Err(P2pError::Control(ControlError::NoSupernode))
         } else {
-            self.p2p(&key, &req, None, nodes, limits.clone(), events)
+            self.p2p(&key, &req, None, nodes.clone(), limits.clone(), events)
                 .await
         };
+        // An earlier output is a hard link to this file and may have been edited in place:
+        // check the cached bytes before handing them out again, and fetch what no longer
+        // verifies (once; the second round starts from a freshly verified store).
+        if let Ok(done) = &p2p {
+            if done.data.shared_with_output() {
+                let d = done.data.clone();
+                let dropped = tokio::task::spawn_blocking(move || d.reverify())
+                    .await
+                    .map_err(|e| DownloadError::Io(e.to_string()))?
+                    .map_err(|e| DownloadError::Io(e.to_string()))?;
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "cached copy was edited through an earlier output; fetching those pieces again"
+                    );
+                    p2p = self
+                        .p2p(&key, &req, None, nodes, limits.clone(), events)
+                        .await;
+                }
+            }
+        }
         match p2p {
             Ok(done) => {
                 if events.is_closed() {
@@ -461,10 +482,12 @@ impl Engine {
         // transfers running: a parent's slot that frees up is then taken within one round
         // trip instead of when one of our own transfers happens to end. Reports of ended
         // transfers do not wait for it; they go at once on a short sync of their own.
-        let mut poll: Option<tokio::task::JoinHandle<PollResult>> = None;
+        // A set of at most one: dropping the loop (a cancelled download) aborts the poll.
+        let mut poll: JoinSet<PollResult> = JoinSet::new();
         loop {
+            rep.lost.extend(data.take_lost());
             let complete = data.is_complete();
-            if complete && poll.is_none() {
+            if complete && poll.is_empty() {
                 // Every piece is on disk; collect the last transfers so they are reported.
                 while let Some(r) = jobs.join_next().await {
                     if let Ok(r) = r {
@@ -472,7 +495,7 @@ impl Engine {
                     }
                 }
             }
-            if poll.is_none() {
+            if poll.is_empty() {
                 let want = if complete {
                     0
                 } else {
@@ -481,10 +504,10 @@ impl Engine {
                 if want > 0 || complete || rep.pending() {
                     let sreq = rep.request(&self.0.peer_id, want, if want > 0 { 2000 } else { 0 });
                     let (me, node, task) = (self.clone(), node.clone(), task.clone());
-                    poll = Some(tokio::spawn(async move {
+                    poll.spawn(async move {
                         let res = me.0.control.sync(&node, &task, &sreq).await;
                         PollResult { sreq, res }
-                    }));
+                    });
                 }
             } else if rep.pending() {
                 let sreq = rep.request(&self.0.peer_id, 0, 0);
@@ -494,13 +517,10 @@ impl Engine {
                 }
             }
             let event = tokio::select! {
-                r = async {
-                    match poll.as_mut() {
-                        Some(h) => h.await,
-                        None => std::future::pending().await,
-                    }
-                } => Wake::Polled(r),
+                Some(r) = poll.join_next(), if !poll.is_empty() => Wake::Polled(r),
                 Some(r) = jobs.join_next(), if !jobs.is_empty() => Wake::Job(r),
+                // Not reached (a free slot always opens a poll); the next round would.
+                else => continue,
             };
             let PollResult { sreq, res } = match event {
                 Wake::Job(r) => {
@@ -512,17 +532,12 @@ impl Engine {
                     }
                     if let Some(e) = rep.local_error.take() {
                         jobs.shutdown().await;
-                        if let Some(p) = poll.take() {
-                            p.abort();
-                        }
+                        poll.abort_all();
                         return Err(P2pError::Storage(e));
                     }
                     continue;
                 }
-                Wake::Polled(r) => {
-                    poll = None;
-                    r.map_err(|e| P2pError::Storage(format!("sync task: {e}")))?
-                }
+                Wake::Polled(r) => r.map_err(|e| P2pError::Storage(format!("sync task: {e}")))?,
             };
             let resp = match res {
                 Ok(r) => {
@@ -711,6 +726,7 @@ struct Reports {
     finished: Vec<PieceDone>,
     failed: Vec<PieceFailed>,
     released: Vec<u32>,
+    lost: Vec<u32>,
     reused: u32,
     from_peers: u32,
     from_seed: u32,
@@ -720,7 +736,10 @@ struct Reports {
 impl Reports {
     /// Whether reports are waiting to be sent.
     fn pending(&self) -> bool {
-        !(self.finished.is_empty() && self.failed.is_empty() && self.released.is_empty())
+        !(self.finished.is_empty()
+            && self.failed.is_empty()
+            && self.released.is_empty()
+            && self.lost.is_empty())
     }
 
     /// A sync request carrying every waiting report.
@@ -730,6 +749,7 @@ impl Reports {
             finished: std::mem::take(&mut self.finished),
             failed: std::mem::take(&mut self.failed),
             released: std::mem::take(&mut self.released),
+            lost: std::mem::take(&mut self.lost),
             want,
             wait_ms,
         }
@@ -740,6 +760,7 @@ impl Reports {
         self.finished.extend(r.finished);
         self.failed.extend(r.failed);
         self.released.extend(r.released);
+        self.lost.extend(r.lost);
     }
 
     fn absorb(&mut self, r: JobResult) {

@@ -138,6 +138,9 @@ pub struct SyncRequest {
     /// Pieces assigned but given up without a transfer (e.g. the peer is shutting down).
     #[serde(default)]
     pub released: Vec<u32>,
+    /// Pieces the peer held and no longer does (its copy failed a re-check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<u32>,
     /// How many new assignments the peer can take now.
     pub want: u32,
     /// How long the supernode may hold the request when there is no work yet.

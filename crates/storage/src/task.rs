@@ -43,6 +43,8 @@ pub struct TaskData {
     log: Mutex<File>,
     held_bytes: AtomicU64,
     last_used: AtomicU64,
+    /// Pieces dropped by a re-check since the owner last asked (to tell the scheduler).
+    lost: Mutex<Vec<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +65,21 @@ fn write_meta(root: &Path, meta: &TaskMeta) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io("encode", &path, std::io::Error::other(e.to_string())))?;
     fs::write(&tmp, body).map_err(|e| StorageError::io("write", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))
+}
+
+/// Replaces the piece log with records of exactly `pieces`; returns it open for appending.
+fn rewrite_log(lp: &Path, pieces: &BTreeMap<u32, HeldPiece>) -> Result<File, StorageError> {
+    let mut clean = Vec::with_capacity(pieces.len() * RECORD);
+    for (num, p) in pieces {
+        encode_record(&mut clean, *num, p);
+    }
+    let tmp = lp.with_extension("pieces.tmp");
+    fs::write(&tmp, &clean).map_err(|e| StorageError::io("write", &tmp, e))?;
+    fs::rename(&tmp, lp).map_err(|e| StorageError::io("rename", lp, e))?;
+    OpenOptions::new()
+        .append(true)
+        .open(lp)
+        .map_err(|e| StorageError::io("open", lp, e))
 }
 
 impl TaskData {
@@ -105,6 +122,7 @@ impl TaskData {
             log: Mutex::new(log),
             held_bytes: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
+            lost: Mutex::new(Vec::new()),
         })
     }
 
@@ -152,17 +170,7 @@ impl TaskData {
             }
         }
         // Rewrite the log with exactly the verified pieces, dropping torn or bad records.
-        let mut clean = Vec::with_capacity(pieces.len() * RECORD);
-        for (num, p) in &pieces {
-            encode_record(&mut clean, *num, p);
-        }
-        let tmp = lp.with_extension("pieces.tmp");
-        fs::write(&tmp, &clean).map_err(|e| StorageError::io("write", &tmp, e))?;
-        fs::rename(&tmp, &lp).map_err(|e| StorageError::io("rename", &lp, e))?;
-        let log = OpenOptions::new()
-            .append(true)
-            .open(&lp)
-            .map_err(|e| StorageError::io("open", &lp, e))?;
+        let log = rewrite_log(&lp, &pieces)?;
         let held: u64 = pieces.values().map(|p| u64::from(p.len)).sum();
         Ok(Some(Self {
             id: id.clone(),
@@ -174,6 +182,7 @@ impl TaskData {
             log: Mutex::new(log),
             held_bytes: AtomicU64::new(held),
             last_used: AtomicU64::new(now_ms()),
+            lost: Mutex::new(Vec::new()),
         }))
     }
 
@@ -364,6 +373,52 @@ impl TaskData {
         self.held_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
         self.last_used.store(now_ms(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Hashes every held piece again and forgets those that no longer match (the data file
+    /// is shared with an output that may have been edited); returns how many were dropped.
+    pub fn reverify(&self) -> Result<u32, StorageError> {
+        let layout = self.layout();
+        let held: Vec<(u32, HeldPiece)> =
+            lock(&self.pieces).iter().map(|(n, p)| (*n, *p)).collect();
+        let mut bad = Vec::new();
+        let mut buf = Vec::new();
+        for (num, p) in held {
+            buf.resize(p.len as usize, 0);
+            let ok = self
+                .file
+                .read_exact_at(&mut buf, layout.offset(num))
+                .is_ok()
+                && PieceDigest::of(&buf) == p.digest;
+            if !ok {
+                bad.push(num);
+            }
+        }
+        if bad.is_empty() {
+            return Ok(0);
+        }
+        let mut pieces = lock(&self.pieces);
+        for num in &bad {
+            if let Some(p) = pieces.remove(num) {
+                self.held_bytes
+                    .fetch_sub(u64::from(p.len), Ordering::Relaxed);
+            }
+        }
+        let mut log = lock(&self.log);
+        *log = rewrite_log(&log_path(&self.root, &self.id), &pieces)?;
+        lock(&self.lost).extend_from_slice(&bad);
+        Ok(bad.len() as u32)
+    }
+
+    /// Pieces dropped by [`TaskData::reverify`] since the last call.
+    pub fn take_lost(&self) -> Vec<u32> {
+        std::mem::take(&mut *lock(&self.lost))
+    }
+
+    /// Whether an output shares this task's data file (an export linked it).
+    pub fn shared_with_output(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.data_path).is_ok_and(|m| m.nlink() > 1)
     }
 
     /// Waits until the data file's bytes are on disk.

@@ -151,3 +151,30 @@ fn a_task_started_afresh_never_truncates_a_hard_linked_output() {
     assert_eq!(std::fs::read(&out).unwrap(), p);
     assert_eq!(std::fs::metadata(t2.data_path()).unwrap().len(), 3000);
 }
+
+#[test]
+fn reverify_drops_pieces_edited_through_a_linked_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("output.bin");
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.prepare(meta(Some(2500))).unwrap();
+        for (i, len) in [(0u32, 1024usize), (1, 1024), (2, 452)] {
+            let p = piece(i as u8, len);
+            t.write_piece(i, &p, PieceDigest::of(&p)).unwrap();
+        }
+        assert!(!t.shared_with_output());
+        std::fs::hard_link(t.data_path(), &out).unwrap();
+        assert!(t.shared_with_output());
+        assert_eq!(t.reverify().unwrap(), 0);
+        // The user edits their output in place: the cache's bytes change with it.
+        let f = OpenOptions::new().write(true).open(&out).unwrap();
+        f.write_all_at(b"edited", 1030).unwrap();
+        assert_eq!(t.reverify().unwrap(), 1);
+        assert_eq!(t.held(), vec![0, 2]);
+        assert_eq!(t.held_bytes(), 1024 + 452);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let t = store.get(&meta(None).task_id).unwrap();
+    assert_eq!(t.held(), vec![0, 2]);
+}

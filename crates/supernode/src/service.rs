@@ -410,9 +410,16 @@ async fn sync(
         for n in &req.released {
             inner.sched.release(&req.peer_id, *n);
         }
+        for n in &req.lost {
+            inner.sched.lost(&req.peer_id, *n);
+        }
         inner.sched.assign(&req.peer_id, want, now)
     };
-    if !(req.finished.is_empty() && req.failed.is_empty() && req.released.is_empty()) {
+    if !(req.finished.is_empty()
+        && req.failed.is_empty()
+        && req.released.is_empty()
+        && req.lost.is_empty())
+    {
         task.changed.notify_waiters();
     }
     if assigned.is_empty() && want > 0 && req.wait_ms > 0 {

@@ -178,6 +178,7 @@ async fn start_liar(w: &World) -> (PeerId, Arc<AtomicU64>, String) {
                 .collect(),
             failed: vec![],
             released: vec![],
+            lost: vec![],
             want: 0,
             wait_ms: 0,
         })
@@ -475,4 +476,36 @@ async fn garbage_frames_get_clear_errors_and_servers_survive() {
     )
     .await);
     w.assert_same(&w.out("after.bin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_edited_in_place_never_leaks_into_the_next_download() {
+    // Outputs are hard links to the daemon's cached file; editing one in place edits the
+    // cache too. The next download of the same URL must still get the source's bytes.
+    let w = World::new(6 << 20).await;
+    let d = w.daemon("d", &[]);
+    ok(&dfget(
+        d.dfget().unwrap(),
+        &w.url(),
+        &w.out("first.bin"),
+        &["--notbs"],
+    )
+    .await);
+    w.assert_same(&w.out("first.bin"));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(w.out("first.bin"))
+            .unwrap();
+        f.write_all_at(b"edited by the user", 3 << 20).unwrap();
+    }
+    ok(&dfget(
+        d.dfget().unwrap(),
+        &w.url(),
+        &w.out("second.bin"),
+        &["--notbs"],
+    )
+    .await);
+    w.assert_same(&w.out("second.bin"));
 }
