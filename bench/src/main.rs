@@ -79,7 +79,8 @@ struct Matrix {
     /// One-way delay added on every host's upload, ms (needs netem).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    /// Give up on one run after this many seconds (default: 10 x the lower bound + 60).
+    /// Give up on one run after this many seconds (default: 10 x the one-link time, or
+    /// 1.5 x the time to send N copies from the origin when that is longer, + 60).
     #[arg(long)]
     timeout_s: Option<u64>,
     /// JSON lines are appended here.
@@ -236,6 +237,8 @@ fn run_matrix(m: &Matrix) -> anyhow::Result<()> {
                     }
                     let origin_mbit = m.origin_rate.unwrap_or(m.rate);
                     let bound_s = size as f64 / (m.rate.min(origin_mbit) as f64 * 1e6 / 8.0);
+                    // Direct HTTP needs every copy through the origin's uplink: N x F / u_s.
+                    let serial_s = peers as f64 * size as f64 / (origin_mbit as f64 * 1e6 / 8.0);
                     let spec = RunSpec {
                         system,
                         size,
@@ -244,7 +247,8 @@ fn run_matrix(m: &Matrix) -> anyhow::Result<()> {
                         origin_mbit,
                         delay_ms: m.delay_ms,
                         timeout: Duration::from_secs(
-                            m.timeout_s.unwrap_or(bound_s as u64 * 10 + 60),
+                            m.timeout_s
+                                .unwrap_or((bound_s * 10.0).max(serial_s * 1.5) as u64 + 60),
                         ),
                     };
                     let rec = match run::skip_reason(&spec) {
