@@ -507,14 +507,85 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
     let img = build_image(d, "v1");
     push_image(&img, reg.addr, "private/app", Some("alice:s3cret"));
 
-    let counter = CountingProxy::start(reg.addr).await.unwrap();
+    // Bound whole: a `..` pattern would drop (stop) the supernode and daemon A at once.
+    let m = private_mirrors_refuse_strangers(d, reg.addr, &img).await;
+    let (counter, closed, b) = (&m.counter, &m.closed, &m.b);
+
+    let hosts = hosts_dir(d, closed, b.proxy);
+    let ctrd = Containerd::start(d);
+    let reference = format!("{closed}/private/app:v1");
+    let ctr_pull = |user: Option<&str>| ctrd.pull(&hosts, &reference, user);
+    let before = counter.blob_bytes();
+    let o = run_with_limit(ctr_pull(Some("alice:wrong")), Duration::from_secs(120)).unwrap();
+    assert!(
+        !o.status.success(),
+        "ctr with wrong credentials pulled a private image"
+    );
+    assert_eq!(counter.blob_bytes(), before);
+    run(
+        ctr_pull(Some("alice:s3cret")),
+        "ctr pull with the right credentials",
+    );
+    let gets = counter.blob_gets();
+    for digest in img.layers.iter().chain([&img.config]) {
+        assert_eq!(
+            gets.get(digest).copied().unwrap_or(0),
+            1,
+            "{digest}: {gets:?}"
+        );
+    }
+}
+
+/// Checks that the OCI layout at `out` holds the image's config and layers, byte for byte.
+pub fn check_layout(out: &Path, img: &TestImage) {
+    for digest in img.layers.iter().chain([&img.config]) {
+        let hex = digest.trim_start_matches("sha256:");
+        assert_eq!(
+            odonata_testkit::sha256_file(&out.join("blobs/sha256").join(hex)).unwrap(),
+            hex,
+            "copy of {digest} in {}",
+            out.display()
+        );
+    }
+}
+
+/// A supernode and two mirror daemons in front of a private registry, as the private-registry
+/// tests set them up.
+pub struct PrivateMirrors {
+    /// Counts what the daemons take from the registry.
+    pub counter: CountingProxy,
+    /// The registry's name for clients: an address where nothing listens.
+    pub closed: String,
+    /// The supernode (kept alive with the daemons).
+    pub _sn: Supernode,
+    /// Daemon A, which skopeo used (kept running with the rest).
+    pub _a: MirrorDaemon,
+    /// Daemon B, left for containerd.
+    pub b: MirrorDaemon,
+    /// The daemons' supernode list, upstream URL and mirror config path, for more daemons.
+    pub nodes: Vec<String>,
+    /// Upstream URL (the counter).
+    pub upstream: String,
+    /// Mirror config file.
+    pub cfg: String,
+}
+
+/// Starts [`PrivateMirrors`] for the registry at `reg` holding `img` as `private/app:v1`
+/// (user alice, password s3cret), then checks skopeo through daemon A: no and wrong
+/// credentials get 401 and no blob bytes leave the registry; the right ones pull it whole.
+pub async fn private_mirrors_refuse_strangers(
+    d: &Path,
+    reg: std::net::SocketAddr,
+    img: &TestImage,
+) -> PrivateMirrors {
+    let counter = CountingProxy::start(reg).await.unwrap();
     let closed = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg_s = mirror_config(d, &closed, counter.addr);
+    let cfg = mirror_config(d, &closed, counter.addr);
     let sn = Supernode::start(d).unwrap();
     let nodes = vec![sn.addr.to_string()];
     let upstream = format!("http://{}", counter.addr);
-    let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
-    let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg_s]);
+    let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg]);
+    let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg]);
     let conf = registries_conf(d, &closed, a.proxy);
     let skopeo = |creds: Option<&str>, out: &str| {
         skopeo_pull_cmd(d, &conf, a.proxy, &closed, "private/app", creds, out)
@@ -540,28 +611,15 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
         skopeo(Some("alice:s3cret"), "ok"),
         "skopeo with the right credentials",
     );
-
-    let hosts = hosts_dir(d, &closed, b.proxy);
-    let ctrd = Containerd::start(d);
-    let reference = format!("{closed}/private/app:v1");
-    let ctr_pull = |user: Option<&str>| ctrd.pull(&hosts, &reference, user);
-    let before = counter.blob_bytes();
-    let o = run_with_limit(ctr_pull(Some("alice:wrong")), Duration::from_secs(120)).unwrap();
-    assert!(
-        !o.status.success(),
-        "ctr with wrong credentials pulled a private image"
-    );
-    assert_eq!(counter.blob_bytes(), before);
-    run(
-        ctr_pull(Some("alice:s3cret")),
-        "ctr pull with the right credentials",
-    );
-    let gets = counter.blob_gets();
-    for digest in img.layers.iter().chain([&img.config]) {
-        assert_eq!(
-            gets.get(digest).copied().unwrap_or(0),
-            1,
-            "{digest}: {gets:?}"
-        );
+    check_layout(&d.join("ok"), img);
+    PrivateMirrors {
+        counter,
+        closed,
+        _sn: sn,
+        _a: a,
+        b,
+        nodes,
+        upstream,
+        cfg,
     }
 }

@@ -6,14 +6,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use odonata_testkit::cluster::{free_port, run_with_limit, Supernode};
-use odonata_testkit::counting::CountingProxy;
 use odonata_testkit::sha256_hex;
 use odonata_testkit::token::{signing_cert, TokenConfig, TokenServer};
 use reqwest::header;
 
 use crate::clients::{
-    build_image, find, hosts_dir, mirror_config, mirror_config_file, missing, push_image,
-    registries_conf, run, skopeo_pull_cmd, Containerd, RealRegistry, TestImage,
+    build_image, check_layout, find, hosts_dir, mirror_config_file, missing,
+    private_mirrors_refuse_strangers, push_image, registries_conf, run, skopeo_pull_cmd,
+    Containerd, RealRegistry,
 };
 use crate::util::{client, manifest_get, MirrorDaemon};
 
@@ -23,19 +23,6 @@ fn basic(creds: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(creds)
     )
-}
-
-/// Checks that the OCI layout at `out` holds the image's config and layers, byte for byte.
-fn check_layout(out: &Path, img: &TestImage) {
-    for digest in img.layers.iter().chain([&img.config]) {
-        let hex = digest.trim_start_matches("sha256:");
-        assert_eq!(
-            odonata_testkit::sha256_file(&out.join("blobs/sha256").join(hex)).unwrap(),
-            hex,
-            "copy of {digest} in {}",
-            out.display()
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,46 +72,13 @@ async fn token_registry_right_credentials_pull_wrong_ones_get_nothing_fifty_pull
 
     // As in the htpasswd test: daemons reach the registry through the counter, clients
     // name it where nothing listens. The token server is reachable by everyone.
-    let counter = CountingProxy::start(reg.addr).await.unwrap();
-    let closed = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg_s = mirror_config(d, &closed, counter.addr);
-    let sn = Supernode::start(d).unwrap();
-    let nodes = vec![sn.addr.to_string()];
-    let upstream = format!("http://{}", counter.addr);
-    let a = MirrorDaemon::start(d, "a", &nodes, &upstream, &["--config", &cfg_s]);
-    let b = MirrorDaemon::start(d, "b", &nodes, &upstream, &["--config", &cfg_s]);
-
-    // skopeo through daemon A: it gets the registry's Bearer challenge through the mirror
-    // and asks the token server with the credentials it holds for the mirror.
-    let conf = registries_conf(d, &closed, a.proxy);
-    let skopeo = |creds: Option<&str>, out: &str| {
-        skopeo_pull_cmd(d, &conf, a.proxy, &closed, "private/app", creds, out)
-    };
-    for (creds, out) in [(None, "no-creds"), (Some("alice:wrong"), "bad-creds")] {
-        let o = run_with_limit(skopeo(creds, out), Duration::from_secs(120)).unwrap();
-        assert!(
-            !o.status.success(),
-            "skopeo with {creds:?} pulled a private image"
-        );
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("401") || err.to_lowercase().contains("unauthorized"),
-            "{err}"
-        );
-    }
-    assert_eq!(
-        counter.blob_bytes(),
-        0,
-        "blob bytes left the registry for a client without rights"
-    );
-    run(
-        skopeo(Some("alice:s3cret"), "ok"),
-        "skopeo with the right credentials",
-    );
-    check_layout(&d.join("ok"), &img);
+    // Bound whole: a `..` pattern would drop (stop) the supernode and daemon A at once.
+    let m = private_mirrors_refuse_strangers(d, reg.addr, &img).await;
+    let (counter, closed, b) = (&m.counter, &m.closed, &m.b);
+    let (nodes, upstream, cfg_s) = (&m.nodes, &m.upstream, &m.cfg);
 
     // containerd through daemon B.
-    let hosts = hosts_dir(d, &closed, b.proxy);
+    let hosts = hosts_dir(d, closed, b.proxy);
     let ctrd = Containerd::start(d);
     let reference = format!("{closed}/private/app:v1");
     let before = counter.blob_bytes();
@@ -162,7 +116,7 @@ async fn token_registry_right_credentials_pull_wrong_ones_get_nothing_fifty_pull
 
     // 50 concurrent pulls with Basic credentials through a fresh daemon, which does the
     // token exchange for them: one token request in all.
-    let c_daemon = MirrorDaemon::start(d, "c", &nodes, &upstream, &["--config", &cfg_s]);
+    let c_daemon = MirrorDaemon::start(d, "c", nodes, upstream, &["--config", cfg_s]);
     let http = client();
     let before = tokens.requests();
     let layer = img.layers[1].clone();
