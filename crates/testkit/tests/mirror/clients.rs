@@ -449,25 +449,10 @@ async fn skopeo_then_containerd_pull_through_two_daemons_registry_serves_each_bl
             "{digest} missing in containerd: {content}"
         );
     }
-    let snapshots = d.join("ctr-root/io.containerd.snapshotter.v1.native/snapshots");
-    for (name, data) in &img.files {
-        let f = find(&snapshots, name).unwrap_or_else(|| panic!("{name} not unpacked"));
-        assert_eq!(
-            sha256_file(&f).unwrap(),
-            sha256_hex(data),
-            "unpacked {name}"
-        );
-    }
+    assert_unpacked(d, &img);
 
     // The registry served every blob once in total, for both pulls.
-    let gets = counter.blob_gets();
-    for digest in img.layers.iter().chain([&img.config]) {
-        assert_eq!(
-            gets.get(digest).copied().unwrap_or(0),
-            1,
-            "{digest}: {gets:?}"
-        );
-    }
+    assert_each_blob_once(&counter, &img);
     assert!(b.metric("odonata_mirror_blob_bytes_p2p_total").await > 0);
     assert_eq!(b.metric("odonata_mirror_blob_bytes_direct_total").await, 0);
     assert_eq!(a.metric("odonata_mirror_blob_bytes_direct_total").await, 0);
@@ -526,14 +511,7 @@ async fn htpasswd_registry_right_credentials_pull_wrong_ones_get_nothing() {
         ctr_pull(Some("alice:s3cret")),
         "ctr pull with the right credentials",
     );
-    let gets = counter.blob_gets();
-    for digest in img.layers.iter().chain([&img.config]) {
-        assert_eq!(
-            gets.get(digest).copied().unwrap_or(0),
-            1,
-            "{digest}: {gets:?}"
-        );
-    }
+    assert_each_blob_once(counter, &img);
 }
 
 /// Checks that the OCI layout at `out` holds the image's config and layers, byte for byte.
@@ -621,5 +599,30 @@ pub async fn private_mirrors_refuse_strangers(
         nodes,
         upstream,
         cfg,
+    }
+}
+
+/// Checks that containerd (native snapshotter under `d`) unpacked every file of `img` intact.
+pub fn assert_unpacked(d: &Path, img: &TestImage) {
+    let snapshots = d.join("ctr-root/io.containerd.snapshotter.v1.native/snapshots");
+    for (name, data) in &img.files {
+        let f = find(&snapshots, name).unwrap_or_else(|| panic!("{name} not unpacked"));
+        assert_eq!(
+            sha256_file(&f).unwrap(),
+            sha256_hex(data),
+            "unpacked {name}"
+        );
+    }
+}
+
+/// Checks that the registry behind `counter` served each blob of `img` exactly once.
+pub fn assert_each_blob_once(counter: &CountingProxy, img: &TestImage) {
+    let gets = counter.blob_gets();
+    for digest in img.layers.iter().chain([&img.config]) {
+        assert_eq!(
+            gets.get(digest).copied().unwrap_or(0),
+            1,
+            "{digest}: {gets:?}"
+        );
     }
 }

@@ -11,9 +11,9 @@ use odonata_testkit::token::{signing_cert, TokenConfig, TokenServer};
 use reqwest::header;
 
 use crate::clients::{
-    build_image, check_layout, find, hosts_dir, mirror_config_file, missing,
-    private_mirrors_refuse_strangers, push_image, registries_conf, run, skopeo_pull_cmd,
-    Containerd, RealRegistry,
+    assert_each_blob_once, assert_unpacked, build_image, check_layout, hosts_dir,
+    mirror_config_file, missing, private_mirrors_refuse_strangers, push_image, registries_conf,
+    run, skopeo_pull_cmd, Containerd, RealRegistry,
 };
 use crate::util::{client, manifest_get, MirrorDaemon};
 
@@ -96,23 +96,8 @@ async fn token_registry_right_credentials_pull_wrong_ones_get_nothing_fifty_pull
         ctrd.pull(&hosts, &reference, Some("alice:s3cret")),
         "ctr pull with the right credentials",
     );
-    let snapshots = d.join("ctr-root/io.containerd.snapshotter.v1.native/snapshots");
-    for (name, data) in &img.files {
-        let f = find(&snapshots, name).unwrap_or_else(|| panic!("{name} not unpacked"));
-        assert_eq!(
-            odonata_testkit::sha256_file(&f).unwrap(),
-            sha256_hex(data),
-            "unpacked {name}"
-        );
-    }
-    let gets = counter.blob_gets();
-    for digest in img.layers.iter().chain([&img.config]) {
-        assert_eq!(
-            gets.get(digest).copied().unwrap_or(0),
-            1,
-            "{digest}: {gets:?}"
-        );
-    }
+    assert_unpacked(d, &img);
+    assert_each_blob_once(counter, &img);
 
     // 50 concurrent pulls with Basic credentials through a fresh daemon, which does the
     // token exchange for them: one token request in all.
