@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Counts {
@@ -33,13 +32,7 @@ pub struct CountingProxy {
     /// Where it listens.
     pub addr: SocketAddr,
     counts: Arc<Counts>,
-    stop: CancellationToken,
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _stop: crate::background::Background,
 }
 
 impl CountingProxy {
@@ -58,14 +51,12 @@ impl CountingProxy {
             http,
             counts: counts.clone(),
         });
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
-        Ok(Self { addr, counts, stop })
+        let _stop = crate::background::serve(listener, app, None);
+        Ok(Self {
+            addr,
+            counts,
+            _stop,
+        })
     }
 
     /// Blob body bytes relayed so far.

@@ -2,6 +2,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod background;
 pub mod cluster;
 pub mod counting;
 pub mod netns;

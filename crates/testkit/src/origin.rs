@@ -15,7 +15,6 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// What the origin has served.
 #[derive(Default, Debug)]
@@ -151,7 +150,7 @@ pub struct Origin {
     /// Its counters.
     pub stats: Arc<OriginStats>,
     files: SharedFiles,
-    stop: CancellationToken,
+    _stop: crate::background::Background,
 }
 
 impl Origin {
@@ -196,23 +195,12 @@ impl Origin {
             .route("/_stats", get(stats_handler))
             .route("/{*path}", get(serve).head(serve))
             .with_state(state);
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(acceptor) => crate::tls::serve(listener, app, acceptor, s).await,
-                None => {
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { s.cancelled().await })
-                        .await;
-                }
-            }
-        });
+        let _stop = crate::background::serve(listener, app, tls);
         Self {
             addr,
             stats,
             files,
-            stop,
+            _stop,
         }
     }
 
@@ -288,12 +276,6 @@ impl Origin {
         files.map.get(name).map_or((None, None), |f| {
             (f.opts.etag.clone(), f.opts.last_modified.clone())
         })
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -15,7 +15,6 @@ use axum::Router;
 use base64::Engine as _;
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::sha256_hex;
 
@@ -80,13 +79,7 @@ pub struct FakeRegistry {
     /// Where it listens.
     pub addr: SocketAddr,
     st: Arc<St>,
-    stop: CancellationToken,
-}
-
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _stop: crate::background::Background,
 }
 
 impl FakeRegistry {
@@ -98,14 +91,8 @@ impl FakeRegistry {
         *lock(&st.addr) = addr.to_string();
         *lock(&st.auth) = Some(auth);
         let app = Router::new().fallback(handle).with_state(st.clone());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
-        Ok(Self { addr, st, stop })
+        let _stop = crate::background::serve(listener, app, None);
+        Ok(Self { addr, st, _stop })
     }
 
     /// `http://ADDR`.

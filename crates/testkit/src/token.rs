@@ -20,7 +20,6 @@ use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_util::sync::CancellationToken;
 
 /// Lifetime of the tokens handed out.
 const LIFETIME: Duration = Duration::from_secs(300);
@@ -100,13 +99,7 @@ pub struct TokenServer {
     pub addr: SocketAddr,
     https: bool,
     st: Arc<St>,
-    stop: CancellationToken,
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _stop: crate::background::Background,
 }
 
 fn key_err(e: impl std::fmt::Display) -> TokenError {
@@ -160,26 +153,13 @@ impl TokenServer {
         let app = Router::new()
             .route("/token", get(token).fallback(refuse))
             .with_state(st.clone());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
         let https = tls.is_some();
-        match tls {
-            Some(acceptor) => {
-                tokio::spawn(crate::tls::serve(listener, app, acceptor, s));
-            }
-            None => {
-                tokio::spawn(async move {
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { s.cancelled().await })
-                        .await;
-                });
-            }
-        }
+        let _stop = crate::background::serve(listener, app, tls);
         Ok(Self {
             addr,
             https,
             st,
-            stop,
+            _stop,
         })
     }
 
